@@ -1,0 +1,131 @@
+"""The ordering guard as pure functions: what an index holds → which writes to send → what came back.
+
+The guard is optimistic concurrency, which every Elasticsearch (and OpenSearch) cluster has,
+without Painless: read each document's stored sequence number and its ``_seq_no`` /
+``_primary_term`` (``mget``), decide in Python with arbitrary-size integers, then write with
+``if_seq_no``/``if_primary_term`` (or ``create`` where nothing exists). A write only lands if
+the document is still exactly what was read, so an older record can never replace a newer one
+whatever the interleaving; a conflict means "read again and decide again". Deletes write a
+tombstone instead of deleting, so a late, older upsert finds it and loses.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .encode import dumps
+from .records import RESERVED_FIELD, Change
+
+#: The stored sequence of a document that has no bookkeeping (written by someone else): it
+#: loses against every stream record.
+UNKNOWN_SEQUENCE = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """What one index holds for one document id, as far as the guard cares."""
+
+    sequence: int
+    seq_no: int
+    primary_term: int
+
+
+@dataclass(slots=True)
+class Write:
+    """One guarded bulk action: put ``change`` into ``index`` if it still holds ``current``."""
+
+    index: str
+    change: Change
+    current: Current | None
+
+
+def current_of(doc: dict[str, Any]) -> Current | None:
+    """Interpret one ``mget`` entry; None when the index holds no such document."""
+    if not doc.get("found"):
+        return None
+    bookkeeping = (doc.get("_source") or {}).get(RESERVED_FIELD)
+    sequence = UNKNOWN_SEQUENCE
+    if isinstance(bookkeeping, dict):
+        text = bookkeeping.get("seq")
+        if isinstance(text, str) and text.isdigit():
+            sequence = int(text)
+    return Current(sequence, int(doc["_seq_no"]), int(doc["_primary_term"]))
+
+
+def is_stale(change: Change, current: Current | None) -> bool:
+    """True when the index already holds this change or a newer one (equal = already applied)."""
+    return current is not None and current.sequence >= change.sequence
+
+
+def action_line(write: Write) -> bytes:
+    """The bulk action line: ``create`` where nothing exists, else an ``index`` guarded by the
+    exact revision that was read."""
+    meta: dict[str, Any] = {"_index": write.index, "_id": write.change.doc_id}
+    if write.current is None:
+        return dumps({"create": meta})
+    meta["if_seq_no"] = write.current.seq_no
+    meta["if_primary_term"] = write.current.primary_term
+    return dumps({"index": meta})
+
+
+def bulk_body(writes: Iterable[Write]) -> bytes:
+    """The NDJSON body of one bulk request."""
+    lines: list[bytes] = []
+    for write in writes:
+        lines.append(action_line(write))
+        lines.append(write.change.source)
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    #: The document changed between read and write: read again, decide again.
+    CONFLICT = "conflict"
+    #: Transient (429, 5xx): retry later with backoff.
+    RETRY = "retry"
+    #: The index is gone (deleted or swapped away): look the targets up again.
+    MISSING_INDEX = "missing_index"
+    #: The document itself is refused (400 mapping or parsing errors): dead-letter it.
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    outcome: Outcome
+    error_type: str = ""
+    reason: str = ""
+
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def item_result(item: dict[str, Any]) -> ItemResult:
+    """Interpret one entry of a bulk response's ``items``."""
+    ((_, body),) = item.items()
+    status = int(body.get("status", 500))
+    if 200 <= status < 300:
+        return ItemResult(Outcome.APPLIED)
+    error = body.get("error") or {}
+    error_type = str(error.get("type", f"http_{status}")) if isinstance(error, dict) else str(error)
+    reason = str(error.get("reason", "")) if isinstance(error, dict) else ""
+    caused_by = error.get("caused_by") if isinstance(error, dict) else None
+    if isinstance(caused_by, dict) and caused_by.get("reason"):
+        reason = f"{reason} (caused by {caused_by.get('type')}: {caused_by.get('reason')})"
+    if status == 409:
+        return ItemResult(Outcome.CONFLICT, error_type, reason)
+    if status == 404 and error_type == "index_not_found_exception":
+        return ItemResult(Outcome.MISSING_INDEX, error_type, reason)
+    if status in _RETRY_STATUSES or status >= 500:
+        return ItemResult(Outcome.RETRY, error_type, reason)
+    return ItemResult(Outcome.PERMANENT, error_type, reason)
+
+
+def item_results(response: dict[str, Any], expected: int) -> list[ItemResult]:
+    """Interpret a whole bulk response; a response that does not match the request is retried."""
+    items = response.get("items")
+    if not isinstance(items, list) or len(items) != expected:
+        return [ItemResult(Outcome.RETRY, "bulk_response_mismatch", "bulk response lost items")] * expected
+    return [item_result(item) for item in items]

@@ -1,0 +1,226 @@
+"""Applies changes through the ordering guard, retrying what is transient within a time budget.
+
+Every change ends in exactly one of: applied, stale (the index already holds it or newer),
+dead (the cluster refuses the document itself: dead-letter it) or unresolved (time ran out,
+the cluster is down or refuses us: the caller reports it to Lambda for redelivery).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import structlog
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from .actions import Outcome, Write, bulk_body, is_stale, item_results
+from .errors import ClusterError, RecordError, RetryableError
+from .layout import Targets
+from .records import Change
+from .search import MissingIndex, Store
+
+log = structlog.get_logger("indexer.apply")
+
+#: Bulk requests are cut at this many bytes (Elasticsearch accepts 100 MB; smaller is gentler).
+BULK_MAX_BYTES = 5 * 1024 * 1024
+#: Reads-and-writes in a row for documents that keep changing under us before backing off.
+CONFLICT_ROUNDS = 5
+
+
+@dataclass
+class Deadline:
+    """The time this invocation may still spend; derived from Lambda's remaining time."""
+
+    expires_at: float
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> "Deadline":
+        return cls(clock() + seconds, clock)
+
+    def remaining(self) -> float:
+        return self.expires_at - self.clock()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    initial_wait: float = 0.2
+    max_wait: float = 5.0
+    jitter: float = 0.5
+    request_timeout: float = 30.0
+
+
+@dataclass
+class Result:
+    applied: list[Change] = field(default_factory=list)
+    stale: list[Change] = field(default_factory=list)
+    dead: list[tuple[Change, RecordError]] = field(default_factory=list)
+    unresolved: list[Change] = field(default_factory=list)
+    #: Why the unresolved ones were given up, for the summary log.
+    last_error: str = ""
+
+
+@dataclass(slots=True)
+class _Unit:
+    index: str
+    change: Change
+
+
+def _chunks(writes: list[Write], max_bytes: int) -> list[list[Write]]:
+    chunks: list[list[Write]] = [[]]
+    size = 0
+    for write in writes:
+        cost = len(write.change.source) + 200
+        if chunks[-1] and size + cost > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(write)
+        size += cost
+    return [chunk for chunk in chunks if chunk]
+
+
+class _Round:
+    """The state of one ``apply`` call, carried across retry attempts."""
+
+    def __init__(self, store: Store, deadline: Deadline, policy: RetryPolicy, max_bytes: int) -> None:
+        self.store = store
+        self.deadline = deadline
+        self.policy = policy
+        self.max_bytes = max_bytes
+        self.pending: list[_Unit] = []
+        self.outcomes: dict[tuple[str, str, str], str] = {}
+        self.dead: dict[tuple[str, str], RecordError] = {}
+
+    def timeout(self) -> float:
+        remaining = self.deadline.remaining()
+        if remaining <= 0.2:
+            raise RetryableError("out of time for this invocation")
+        return min(self.policy.request_timeout, remaining)
+
+    def attempt(self) -> None:
+        """Read, decide and write every pending unit; conflicts are re-read straight away."""
+        for _ in range(CONFLICT_ROUNDS):
+            # A bulk cut short by a transient error may have settled part of what is pending.
+            self.pending = [unit for unit in self.pending if self._key(unit) not in self.outcomes]
+            if not self.pending:
+                return
+            current = self.store.current(
+                [(unit.index, unit.change.doc_id) for unit in self.pending], self.timeout()
+            )
+            writes: list[Write] = []
+            for unit in self.pending:
+                found = current[(unit.index, unit.change.doc_id)]
+                if is_stale(unit.change, found):
+                    self._settle(unit, "stale")
+                else:
+                    writes.append(Write(unit.index, unit.change, found))
+            conflicts, retries = self._write(writes)
+            self.pending = conflicts + retries
+            if retries:
+                raise RetryableError(f"{len(retries)} writes hit transient errors")
+        if self.pending:
+            raise RetryableError(f"{len(self.pending)} documents kept changing while being written")
+
+    def _write(self, writes: list[Write]) -> tuple[list[_Unit], list[_Unit]]:
+        conflicts: list[_Unit] = []
+        retries: list[_Unit] = []
+        for chunk in _chunks(writes, self.max_bytes):
+            response = self.store.bulk(bulk_body(chunk), self.timeout())
+            for write, result in zip(chunk, item_results(response, len(chunk))):
+                unit = _Unit(write.index, write.change)
+                if result.outcome is Outcome.APPLIED:
+                    self._settle(unit, "applied")
+                elif result.outcome is Outcome.CONFLICT:
+                    conflicts.append(unit)
+                elif result.outcome is Outcome.PERMANENT:
+                    self._settle(unit, "dead")
+                    self.dead[(write.change.alias, write.change.doc_id)] = RecordError(
+                        result.error_type, f"{write.index}: {result.reason}"[:2000]
+                    )
+                elif result.outcome is Outcome.MISSING_INDEX:
+                    raise MissingIndex(f"index {write.index!r} disappeared: {result.reason}")
+                else:
+                    retries.append(unit)
+        return conflicts, retries
+
+    @staticmethod
+    def _key(unit: _Unit) -> tuple[str, str, str]:
+        return (unit.index, unit.change.alias, unit.change.doc_id)
+
+    def _settle(self, unit: _Unit, label: str) -> None:
+        self.outcomes[self._key(unit)] = label
+
+
+def apply(
+    changes: list[Change],
+    store: Store,
+    targets: Targets,
+    deadline: Deadline,
+    policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+    max_bytes: int = BULK_MAX_BYTES,
+) -> Result:
+    """Apply ``changes`` (at most one per document) to every target index of their aliases."""
+    result = Result()
+    if not changes:
+        return result
+    state = _Round(store, deadline, policy, max_bytes)
+    retrying = Retrying(
+        retry=retry_if_exception_type(RetryableError),
+        stop=stop_after_attempt(policy.max_attempts)
+        | stop_before_delay(max(deadline.remaining() - 0.5, 0.0)),
+        wait=wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter),
+        sleep=sleep,
+        before_sleep=lambda rs: log.warning(
+            "retrying", attempt=rs.attempt_number, error=str(rs.outcome.exception()) if rs.outcome else ""
+        ),
+    )
+    indices: dict[str, list[str]] = {}
+    try:
+        for attempt in retrying:
+            with attempt:
+                if not indices:
+                    # Resolved inside the retry loop: the lookup itself can hit a transient error.
+                    for alias in {change.alias for change in changes}:
+                        indices[alias] = targets.indices(alias, state.timeout())
+                    state.pending = [
+                        _Unit(index, change) for change in changes for index in indices[change.alias]
+                    ]
+                state.attempt()
+    except RetryError as exc:
+        error = exc.last_attempt.exception()
+        result.last_error = f"{type(error).__name__}: {error}"
+    except MissingIndex as exc:
+        # An index was deleted or swapped away under us: give the rest back to Lambda, whose
+        # redelivery looks the targets up afresh, rather than retrying a write that can't land.
+        targets.invalidate()
+        result.last_error = str(exc)
+        log.warning("target_index_missing", error=str(exc))
+    except ClusterError as exc:
+        result.last_error = str(exc)
+        log.error("cluster_error", error=str(exc))
+
+    for change in changes:
+        labels = [
+            state.outcomes.get((index, change.alias, change.doc_id))
+            for index in indices.get(change.alias, [None])  # type: ignore[list-item]
+        ]
+        dead = state.dead.get((change.alias, change.doc_id))
+        if dead is not None:
+            result.dead.append((change, dead))
+        elif any(label is None for label in labels):
+            result.unresolved.append(change)
+        elif all(label == "stale" for label in labels):
+            result.stale.append(change)
+        else:
+            result.applied.append(change)
+    return result

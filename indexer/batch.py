@@ -1,0 +1,167 @@
+"""One batch of stream records, end to end: parse, collapse, apply, dead-letter, report.
+
+Every record ends in exactly one place: applied (indexed or deleted), stale, dead-lettered, or
+reported to Lambda in ``batchItemFailures`` — never acknowledged otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import structlog
+
+from . import deadletter
+from .apply import Deadline, RetryPolicy, apply
+from .errors import DeadLetterError, RecordError
+from .layout import Targets
+from .records import Change, change_of, collapse, records_of
+from .search import Store
+
+log = structlog.get_logger("indexer.batch")
+
+
+@dataclass
+class Summary:
+    records: int = 0
+    indexed: int = 0
+    deleted: int = 0
+    stale: int = 0
+    superseded: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    error: str = ""
+
+    def response(self) -> dict[str, Any]:
+        return {"batchItemFailures": self.failures}
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "records": self.records,
+            "indexed": self.indexed,
+            "deleted": self.deleted,
+            "stale": self.stale,
+            "superseded": self.superseded,
+            "dead_lettered": self.dead_lettered,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class Pipeline:
+    """The adapters one batch needs; built once per warm Lambda container."""
+
+    store: Store
+    targets: Targets
+    dead_letters: Any  # deadletter.SqsDeadLetters or anything with send(list[str]) -> list[int]
+    default_alias: str | None = None
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], Any] = deadletter.now
+
+    def run(self, event: Any, deadline: Deadline) -> Summary:
+        summary = Summary()
+        try:
+            records = records_of(event)
+        except RecordError as error:
+            # Not a batch at all: keep the whole event, there is nothing else to keep.
+            self._dead_letter_or_raise([deadletter.Letter(event, error)])
+            summary.dead_lettered = 1
+            log.warning("event_dead_lettered", reason=error.message)
+            return summary
+        summary.records = len(records)
+
+        changes: list[Change] = []
+        letters: dict[int, deadletter.Letter] = {}
+        for position, record in enumerate(records):
+            try:
+                changes.append(change_of(record, position, self.default_alias))
+            except RecordError as error:
+                letters[position] = deadletter.Letter(record, error)
+
+        latest, summary.superseded = collapse(changes)
+        result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep)
+        summary.stale = len(result.stale)
+        for change in result.applied:
+            if change.delete:
+                summary.deleted += 1
+            else:
+                summary.indexed += 1
+        for change, error in result.dead:
+            letters[change.position] = deadletter.Letter(
+                records[change.position], error, doc_id=change.doc_id, alias=change.alias
+            )
+        failed = {position for change in result.unresolved for position in change.covers}
+        if result.unresolved:
+            summary.error = result.last_error
+            log.warning(
+                "records_not_indexed",
+                count=len(failed),
+                reason=result.last_error,
+                doc_ids=[change.doc_id for change in result.unresolved[:10]],
+            )
+
+        failed |= self._dead_letter(letters)
+        summary.dead_lettered = len(letters) - len(failed & letters.keys())
+        summary.failed = len(failed)
+        summary.failures = _failures(records, failed)
+        return summary
+
+    def _dead_letter(self, letters: dict[int, deadletter.Letter]) -> set[int]:
+        """Send the letters; the positions of those that could not be sent."""
+        if not letters:
+            return set()
+        positions = sorted(letters)
+        failed_at = self.clock()
+        bodies = [deadletter.encoded(deadletter.message(letters[p], failed_at)) for p in positions]
+        for position in positions:
+            letter = letters[position]
+            log.warning(
+                "record_dead_lettered",
+                position=position,
+                doc_id=letter.doc_id,
+                error_class=letter.error.kind,
+                reason=letter.error.message[:500],
+            )
+        refused = self.dead_letters.send(bodies)
+        return {positions[i] for i in refused}
+
+    def _dead_letter_or_raise(self, letters: list[deadletter.Letter]) -> None:
+        failed_at = self.clock()
+        bodies = [deadletter.encoded(deadletter.message(letter, failed_at)) for letter in letters]
+        if self.dead_letters.send(bodies):
+            raise DeadLetterError("the dead-letter queue did not take the malformed event")
+
+
+def _sequence_number(record: Any) -> str | None:
+    if isinstance(record, dict) and isinstance(record.get("dynamodb"), dict):
+        value = record["dynamodb"].get("SequenceNumber")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _failures(records: list[Any], failed: set[int]) -> list[dict[str, str]]:
+    """``batchItemFailures`` for the failed positions.
+
+    Lambda resumes from the lowest reported sequence number. A failed record without a usable
+    one is named by the nearest earlier record that has one (redelivering a few records more is
+    harmless: applying is idempotent); with none before it, only failing the whole batch is safe.
+    """
+    identifiers: list[str] = []
+    for position in sorted(failed):
+        identifier = _sequence_number(records[position])
+        if identifier is None:
+            identifier = next(
+                (s for p in range(position - 1, -1, -1) if (s := _sequence_number(records[p]))), None
+            )
+        if identifier is None:
+            raise DeadLetterError(
+                f"record {position} has no SequenceNumber and could not be dead-lettered: "
+                "failing the whole batch so Lambda retries it"
+            )
+        if identifier not in identifiers:
+            identifiers.append(identifier)
+    return [{"itemIdentifier": identifier} for identifier in identifiers]

@@ -1,0 +1,171 @@
+"""DynamoDB AttributeValues (as Lambda delivers them) → JSON-safe Python values, exactly.
+
+Why not boto3's ``TypeDeserializer``: on Lambda events it raises TypeError for binary values
+(they arrive base64-encoded, not as bytes) and ``decimal.Inexact`` for 39-digit numbers, and it
+returns Decimals and sets that JSON cannot hold.
+
+Numbers (decided here, documented in the README):
+
+* integers within Elasticsearch's ``long`` range become Python ``int`` → JSON integers;
+* other numbers become ``float`` when the shortest float text denotes exactly the same decimal
+  (``0.1``, ``-17.5``), so nothing is rounded;
+* everything else (integers beyond ``long``, decimals with more digits than a double holds)
+  stays a ``Decimal`` and is written to JSON with all its digits (see :mod:`indexer.encode`).
+  Elasticsearch keeps those digits in ``_source``; only its indexed value is the nearest double.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+from .errors import RecordError
+
+LONG_MIN = -(2**63)
+LONG_MAX = 2**63 - 1
+
+JsonValue = Any  # str | int | float | Decimal | bool | None | list | dict
+
+_PLAIN_INT = re.compile(r"-?[0-9]{1,18}")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+class ConversionError(RecordError):
+    """An AttributeValue that is not valid DynamoDB JSON; `path` says where it is."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__("unconvertible_value", f"attribute {path}: {reason}")
+        self.path = path
+
+
+def number(text: Any, path: str = "N") -> int | float | Decimal:
+    """The exact JSON-safe value of a DynamoDB number string (see module docstring)."""
+    if type(text) is not str:
+        raise ConversionError(path, f"N must be a string, got {type(text).__name__}")
+    if _PLAIN_INT.fullmatch(text):
+        return int(text)
+    if not _NUMBER.fullmatch(text):
+        raise ConversionError(path, f"N is not a number: {text[:40]!r}")
+    try:
+        exact = Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
+        raise ConversionError(path, f"N is not a number: {text[:40]!r}") from exc
+    if exact == exact.to_integral_value():
+        whole = int(exact)
+        if LONG_MIN <= whole <= LONG_MAX:
+            return whole
+        return Decimal(whole)
+    as_float = float(exact)
+    if Decimal(repr(as_float)) == exact:
+        return as_float
+    return exact
+
+
+def binary(value: Any, path: str = "B") -> str:
+    """Canonical base64 text of a binary value given as base64 text (Lambda) or bytes (boto3)."""
+    return base64.b64encode(binary_bytes(value, path)).decode("ascii")
+
+
+def binary_bytes(value: Any, path: str = "B") -> bytes:
+    """The raw bytes of a binary value given as base64 text or bytes."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if type(value) is not str:
+        raise ConversionError(path, f"B must be base64 text, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConversionError(path, f"B is not valid base64: {value[:40]!r}") from exc
+
+
+def _string(value: Any, path: str) -> str:
+    if type(value) is not str:
+        raise ConversionError(path, f"S must be a string, got {type(value).__name__}")
+    return value
+
+
+def _set(value: Any, path: str, tag: str) -> list:
+    if type(value) is not list:
+        raise ConversionError(path, f"{tag} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _string_set(value: Any, path: str) -> list[str]:
+    items = _set(value, path, "SS")
+    for position, item in enumerate(items):
+        _string(item, f"{path}[{position}]")
+    return sorted(items)
+
+
+def _number_set(value: Any, path: str) -> list[int | float | Decimal]:
+    items = _set(value, path, "NS")
+    converted = [number(item, f"{path}[{position}]") for position, item in enumerate(items)]
+    # Sort by exact value: a float and a Decimal compare exactly in Python.
+    return sorted(converted)
+
+
+def _binary_set(value: Any, path: str) -> list[str]:
+    items = _set(value, path, "BS")
+    raw = sorted(binary_bytes(item, f"{path}[{position}]") for position, item in enumerate(items))
+    return [base64.b64encode(item).decode("ascii") for item in raw]
+
+
+def _boolean(value: Any, path: str) -> bool:
+    if type(value) is not bool:
+        raise ConversionError(path, f"BOOL must be true or false, got {value!r:.40}")
+    return value
+
+
+def _null(value: Any, path: str) -> None:
+    if value is not True:
+        raise ConversionError(path, f"NULL must be true, got {value!r:.40}")
+    return None
+
+
+def _map(value: Any, path: str) -> dict[str, JsonValue]:
+    if type(value) is not dict:
+        raise ConversionError(path, f"M must be an object, got {type(value).__name__}")
+    return {name: attribute(item, f"{path}.{name}") for name, item in value.items()}
+
+
+def _list(value: Any, path: str) -> list[JsonValue]:
+    if type(value) is not list:
+        raise ConversionError(path, f"L must be a list, got {type(value).__name__}")
+    return [attribute(item, f"{path}[{position}]") for position, item in enumerate(value)]
+
+
+_CONVERTERS: dict[str, Callable[[Any, str], JsonValue]] = {
+    "S": _string,
+    "N": number,
+    "B": binary,
+    "SS": _string_set,
+    "NS": _number_set,
+    "BS": _binary_set,
+    "BOOL": _boolean,
+    "NULL": _null,
+    "M": _map,
+    "L": _list,
+}
+
+
+def attribute(value: Any, path: str) -> JsonValue:
+    """The JSON-safe value of one AttributeValue such as ``{"N": "42"}``."""
+    if type(value) is not dict or len(value) != 1:
+        raise ConversionError(
+            path, "an AttributeValue must be an object with exactly one type key (S, N, B, ...)"
+        )
+    ((tag, inner),) = value.items()
+    converter = _CONVERTERS.get(tag)
+    if converter is None:
+        raise ConversionError(path, f"unknown DynamoDB type {tag[:20]!r}")
+    return converter(inner, path)
+
+
+def item(image: Any, what: str = "NewImage") -> dict[str, JsonValue]:
+    """The JSON-safe document for a whole item image (a map of attribute name → AttributeValue)."""
+    if type(image) is not dict:
+        raise ConversionError(what, f"must be an object, got {type(image).__name__}")
+    return {name: attribute(value, name) for name, value in image.items()}

@@ -1,0 +1,140 @@
+"""Dead-letter messages: everything needed to retry a record without the stream, sent to SQS.
+
+boto3 is imported only here and only when a message is sent: most invocations never need it,
+and its import costs a quarter of a second of cold start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import structlog
+
+from .errors import RecordError
+
+log = structlog.get_logger("indexer.deadletter")
+
+MESSAGE_TYPE = "dynamodb-es-indexer/dead-letter"
+MESSAGE_VERSION = 1
+#: SQS's message size limit (256 KiB); larger records are sent without their images.
+MAX_MESSAGE_BYTES = 256 * 1024
+_SQS_BATCH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """One record that could not be indexed, and why."""
+
+    record: Any
+    error: RecordError
+    attempts: int = 1
+    doc_id: str | None = None
+    alias: str | None = None
+
+
+def message(letter: Letter, failed_at: datetime) -> dict[str, Any]:
+    """The dead-letter message body for one record (the README documents this shape)."""
+    record = letter.record
+    stream = record.get("dynamodb") if isinstance(record, dict) else None
+    body: dict[str, Any] = {
+        "type": MESSAGE_TYPE,
+        "version": MESSAGE_VERSION,
+        "record": record,
+        "error": {"class": letter.error.kind, "message": letter.error.message},
+        "attempts": letter.attempts,
+        "failed_at": failed_at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    if isinstance(stream, dict) and isinstance(stream.get("SequenceNumber"), str):
+        body["sequence_number"] = stream["SequenceNumber"]
+    if isinstance(record, dict) and isinstance(record.get("eventSourceARN"), str):
+        body["event_source_arn"] = record["eventSourceARN"]
+    if letter.doc_id is not None:
+        body["doc_id"] = letter.doc_id
+    if letter.alias is not None:
+        body["index"] = letter.alias
+    return body
+
+
+def encoded(body: dict[str, Any]) -> str:
+    """The message text, shrunk to fit SQS: first without OldImage, then without NewImage
+    (redrive then reads the item back from the table, flagged by ``images_omitted``)."""
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str)
+    if len(text.encode("utf-8")) <= MAX_MESSAGE_BYTES:
+        return text
+    record = body.get("record")
+    stream = record.get("dynamodb") if isinstance(record, dict) else None
+    if isinstance(stream, dict):
+        for image in ("OldImage", "NewImage"):
+            if image in stream:
+                stream = {key: value for key, value in stream.items() if key != image}
+                body = {**body, "record": {**record, "dynamodb": stream}, "images_omitted": True}
+                text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str)
+                if len(text.encode("utf-8")) <= MAX_MESSAGE_BYTES:
+                    return text
+    # Not even the keys fit (a malformed record): keep a bounded prefix of its text.
+    raw = json.dumps(body.get("record"), ensure_ascii=False, default=str)
+    small = {**body, "record": None, "record_text": raw[: MAX_MESSAGE_BYTES // 2], "record_truncated": True}
+    return json.dumps(small, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class SqsDeadLetters:
+    """Sends dead-letter messages to one SQS queue, ten at a time."""
+
+    def __init__(self, queue_url: str, client_factory: Callable[[], Any] | None = None) -> None:
+        self.queue_url = queue_url
+        self._client_factory = client_factory or _default_client
+        self._client: Any = None
+        self.fifo = queue_url.endswith(".fifo")
+
+    def _sqs(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def send(self, bodies: list[str]) -> list[int]:
+        """Send every body; return the positions of those SQS did not take."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        failed: list[int] = []
+        for start in range(0, len(bodies), _SQS_BATCH):
+            chunk = bodies[start : start + _SQS_BATCH]
+            entries = []
+            for offset, text in enumerate(chunk):
+                entry: dict[str, Any] = {"Id": str(offset), "MessageBody": text}
+                if self.fifo:
+                    entry["MessageGroupId"] = "dead-letters"
+                    entry["MessageDeduplicationId"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+                entries.append(entry)
+            try:
+                response = self._sqs().send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except (BotoCoreError, ClientError) as exc:
+                log.error("dead_letter_queue_unreachable", queue_url=self.queue_url, error=str(exc))
+                failed.extend(range(start, start + len(chunk)))
+                continue
+            for entry in response.get("Failed", []):
+                log.error(
+                    "dead_letter_refused",
+                    queue_url=self.queue_url,
+                    code=entry.get("Code"),
+                    error=entry.get("Message"),
+                )
+                failed.append(start + int(entry["Id"]))
+        return sorted(failed)
+
+
+def _default_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sqs",
+        config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}),
+    )
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,112 @@
+"""How an alias maps onto physical indices, and which of them the live path must write.
+
+Users search the alias ``INDEX_NAME``; it is *filtered* so tombstones never show. Behind it
+is one physical index. During a rebuild a second alias, ``<alias>-rebuild``, names the index
+being built, and the live path writes every change to both (see the replay protocol).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import ClusterError
+from .records import RESERVED_FIELD
+from .search import Store
+
+#: How long the live path trusts its view of the targets. A rebuild must wait longer than
+#: this after announcing its index before it starts scanning.
+TARGETS_TTL_SECONDS = 15.0
+
+ALIAS_FILTER: dict[str, Any] = {"bool": {"must_not": [{"term": {f"{RESERVED_FIELD}.deleted": True}}]}}
+
+BOOKKEEPING_MAPPING: dict[str, Any] = {
+    "properties": {
+        "seq": {"type": "keyword"},
+        "deleted": {"type": "boolean"},
+        "at": {"type": "date", "format": "epoch_millis"},
+    }
+}
+
+#: DynamoDB has one number type, so every number is mapped ``double``. Elasticsearch's own
+#: dynamic mapping would make the first integer seen a ``long`` (then truncate later decimals,
+#: reject integers past 2^63 and refuse an NS like [-2, 1.5]) and decimals a 32-bit ``float``.
+#: ``_source`` keeps every digit either way; pass a mapping to choose otherwise.
+NUMBER_TEMPLATES: list[dict[str, Any]] = [
+    {"integers_as_double": {"match_mapping_type": "long", "mapping": {"type": "double"}}},
+    {"decimals_as_double": {"match_mapping_type": "double", "mapping": {"type": "double"}}},
+]
+
+
+def rebuild_alias(alias: str) -> str:
+    return f"{alias}-rebuild"
+
+
+def initial_index(alias: str) -> str:
+    """The physical index the first writer creates: a fixed name, so racing writers agree."""
+    return f"{alias}-initial"
+
+
+def index_body(mapping: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings and mappings for a new physical index: the user's, plus the bookkeeping field
+    and (unless the user brings their own dynamic templates) numbers mapped as ``double``."""
+    body = copy.deepcopy(mapping) if mapping else {}
+    mappings = body.setdefault("mappings", {})
+    properties = mappings.setdefault("properties", {})
+    properties[RESERVED_FIELD] = copy.deepcopy(BOOKKEEPING_MAPPING)
+    mappings.setdefault("dynamic_templates", copy.deepcopy(NUMBER_TEMPLATES))
+    return body
+
+
+@dataclass
+class Targets:
+    """Physical indices to write for each alias, looked up lazily and cached briefly."""
+
+    store: Store
+    #: Index body for an index this creates on first write; None for the default mapping.
+    mapping: dict[str, Any] | None = None
+    clock: Callable[[], float] = time.monotonic
+    ttl: float = TARGETS_TTL_SECONDS
+    _cache: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+
+    def indices(self, alias: str, timeout: float) -> list[str]:
+        cached = self._cache.get(alias)
+        now = self.clock()
+        if cached and now - cached[0] < self.ttl:
+            return cached[1]
+        found = self._lookup(alias, timeout)
+        self._cache[alias] = (now, found)
+        return found
+
+    def invalidate(self, alias: str | None = None) -> None:
+        if alias is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(alias, None)
+
+    def _lookup(self, alias: str, timeout: float) -> list[str]:
+        names = [alias, rebuild_alias(alias)]
+        by_index = self.store.aliases(names, timeout)
+        if not any(alias in aliases for aliases in by_index.values()):
+            self._bootstrap(alias, timeout)
+            by_index = self.store.aliases(names, timeout)
+        serving = sorted(index for index, aliases in by_index.items() if alias in aliases)
+        if not serving:
+            raise ClusterError(f"alias {alias!r} has no index behind it after creating one")
+        rebuilding = sorted(
+            index for index, aliases in by_index.items() if rebuild_alias(alias) in aliases
+        )
+        return serving + [index for index in rebuilding if index not in serving]
+
+    def _bootstrap(self, alias: str, timeout: float) -> None:
+        """First write to a fresh cluster: create the physical index with the alias on it."""
+        if self.store.is_concrete_index(alias, timeout):
+            raise ClusterError(
+                f"INDEX_NAME {alias!r} is a concrete index, not an alias; move it behind an alias "
+                "with `python -m replay --full --migrate`"
+            )
+        body = index_body(self.mapping)
+        body["aliases"] = {alias: {"filter": ALIAS_FILTER, "is_write_index": True}}
+        self.store.create_index(initial_index(alias), body, timeout)

@@ -1,0 +1,186 @@
+"""Stream records → validated changes (upsert or delete of one document), with no I/O.
+
+A record that cannot become a change raises :class:`RecordError` with a reason a person can act
+on; the caller dead-letters it and carries on with the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from . import convert
+from .encode import dumps
+from .errors import RecordError
+from .ids import document_id
+
+#: The one field of ``_source`` that holds bookkeeping; tombstones hold nothing else.
+RESERVED_FIELD = "_ddb"
+#: Sequence numbers are 21–40 digit decimals; stored zero-padded so text order is numeric order.
+SEQUENCE_WIDTH = 40
+
+_SEQUENCE = re.compile(r"[0-9]{1,40}")
+_TABLE_ARN = re.compile(r"arn:aws[a-z-]*:dynamodb:[^:]*:[^:]*:table/([^/]+)(/stream/.*)?")
+_INDEX_NAME_BAD = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+
+UPSERT_EVENTS = frozenset({"INSERT", "MODIFY"})
+DELETE_EVENT = "REMOVE"
+
+
+@dataclass(slots=True)
+class Change:
+    """The effect of one stream record on one document of one alias."""
+
+    alias: str
+    doc_id: str
+    sequence: int
+    delete: bool
+    #: ``_source`` to write, as JSON: the converted image (nothing, for a tombstone) plus
+    #: bookkeeping. Serialized once here so retries and dual writes reuse the bytes.
+    source: bytes
+    #: Position in the batch of the record this change comes from.
+    position: int
+    #: Positions of every record this change stands for: itself and those it superseded.
+    covers: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.covers:
+            self.covers = [self.position]
+
+
+def malformed(message: str) -> RecordError:
+    return RecordError("malformed_record", message)
+
+
+def sequence_of(text: Any) -> int:
+    """The record's ``SequenceNumber`` as an integer (it does not fit a 64-bit long)."""
+    if type(text) is not str or not _SEQUENCE.fullmatch(text):
+        raise malformed(f"dynamodb.SequenceNumber must be a string of 1 to 40 digits, got {text!r:.60}")
+    return int(text)
+
+
+def padded_sequence(sequence: int) -> str:
+    return str(sequence).zfill(SEQUENCE_WIDTH)
+
+
+def table_of(arn: Any) -> str | None:
+    """The table name in a stream or table ARN, or None when there is none to read."""
+    if type(arn) is not str:
+        return None
+    found = _TABLE_ARN.fullmatch(arn)
+    return found.group(1) if found else None
+
+
+def alias_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an Elasticsearch alias, or None when it can."""
+    if not name:
+        return "it is empty"
+    if name != name.lower() or _INDEX_NAME_BAD.search(name):
+        return 'it must be lower-case without spaces or any of \\ / * ? " < > | , # :'
+    if name[0] in "-_+" or name in {".", ".."}:
+        return "it must not start with -, _ or +"
+    if len(name.encode("utf-8")) > 200:
+        return "it is longer than 200 bytes"
+    return None
+
+
+def _alias_for(record: dict[str, Any], default_alias: str | None) -> str:
+    if default_alias:
+        return default_alias
+    table = table_of(record.get("eventSourceARN"))
+    if table is None:
+        raise malformed(
+            "cannot tell which index to write: set INDEX_NAME (or TABLE_NAME), "
+            "or deliver records with a DynamoDB eventSourceARN"
+        )
+    return table.lower()
+
+
+def _time_ms(stream: dict[str, Any]) -> int | None:
+    seconds = stream.get("ApproximateCreationDateTime")
+    if type(seconds) in (int, float):
+        return int(seconds * 1000)
+    return None
+
+
+def change_of(record: Any, position: int, default_alias: str | None = None) -> Change:
+    """The change a stream record asks for; raises :class:`RecordError` when there is none."""
+    if type(record) is not dict:
+        raise malformed(f"a record must be an object, got {type(record).__name__}")
+    source_name = record.get("eventSource", "aws:dynamodb")
+    if source_name != "aws:dynamodb":
+        raise malformed(f"eventSource is {source_name!r:.60}, not 'aws:dynamodb'")
+    event_name = record.get("eventName")
+    if event_name not in UPSERT_EVENTS and event_name != DELETE_EVENT:
+        raise malformed(f"eventName must be INSERT, MODIFY or REMOVE, got {event_name!r:.60}")
+    stream = record.get("dynamodb")
+    if type(stream) is not dict:
+        raise malformed("the record has no 'dynamodb' object")
+    sequence = sequence_of(stream.get("SequenceNumber"))
+    doc_id = document_id(stream.get("Keys"))
+    alias = _alias_for(record, default_alias)
+    bookkeeping: dict[str, Any] = {"seq": padded_sequence(sequence)}
+    at = _time_ms(stream)
+    if at is not None:
+        bookkeeping["at"] = at
+    if event_name == DELETE_EVENT:
+        bookkeeping["deleted"] = True
+        return Change(alias, doc_id, sequence, True, _json({RESERVED_FIELD: bookkeeping}), position)
+    image = stream.get("NewImage")
+    if image is None:
+        raise malformed(
+            f"{event_name} record has no NewImage: the stream view type must be "
+            "NEW_IMAGE or NEW_AND_OLD_IMAGES"
+        )
+    document = convert.item(image)
+    if RESERVED_FIELD in document:
+        raise RecordError(
+            "reserved_attribute",
+            f"the item has an attribute named {RESERVED_FIELD!r}, which the indexer reserves "
+            "for its bookkeeping",
+        )
+    document[RESERVED_FIELD] = bookkeeping
+    return Change(alias, doc_id, sequence, False, _json(document), position)
+
+
+def _json(source: dict[str, Any]) -> bytes:
+    try:
+        return dumps(source)
+    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
+        raise RecordError("unconvertible_value", f"the item cannot be written as JSON: {exc}") from exc
+
+
+def records_of(event: Any) -> list[Any]:
+    """The event's ``Records`` list; raises :class:`RecordError` for an event without one."""
+    if type(event) is not dict:
+        raise malformed(f"the event must be an object, got {type(event).__name__}")
+    records = event.get("Records")
+    if records is None:
+        raise malformed("the event has no 'Records' list")
+    if type(records) is not list:
+        raise malformed(f"the event's 'Records' must be a list, got {type(records).__name__}")
+    return records
+
+
+def collapse(changes: list[Change]) -> tuple[list[Change], int]:
+    """The last change per document (highest sequence), and how many records it superseded.
+
+    Fewer bulk actions and no self-conflicts inside one batch. Ordering by sequence rather than
+    by position keeps this right for batches that mix records from several deliveries (redrive).
+    """
+    latest: dict[tuple[str, str], Change] = {}
+    superseded = 0
+    for change in changes:
+        key = (change.alias, change.doc_id)
+        kept = latest.get(key)
+        if kept is None:
+            latest[key] = change
+            continue
+        superseded += 1
+        winner, loser = (change, kept) if change.sequence > kept.sequence else (kept, change)
+        winner.covers = sorted(winner.covers + loser.covers)
+        latest[key] = winner
+    return list(latest.values()), superseded
