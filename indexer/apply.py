@@ -18,7 +18,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_before_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from .actions import Outcome, Write, bulk_body, is_stale, item_results
@@ -178,7 +179,7 @@ def apply(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(policy.max_attempts)
         | stop_before_delay(max(deadline.remaining() - 0.5, 0.0)),
-        wait=wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter),
+        wait=wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait) + wait_random(0, policy.jitter),
         sleep=sleep,
         before_sleep=lambda rs: log.warning(
             "retrying", attempt=rs.attempt_number, error=str(rs.outcome.exception()) if rs.outcome else ""

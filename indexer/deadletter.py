@@ -61,8 +61,11 @@ def message(letter: Letter, failed_at: datetime) -> dict[str, Any]:
 
 def encoded(body: dict[str, Any]) -> str:
     """The message text, shrunk to fit SQS: first without OldImage, then without NewImage
-    (redrive then reads the item back from the table, flagged by ``images_omitted``)."""
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str)
+    (redrive then reads the item back from the table, flagged by ``images_omitted``).
+
+    ASCII-only JSON: SQS refuses some characters (and a malformed record may hold lone
+    surrogates); escaped, every record survives the trip byte for byte."""
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=True, default=str)
     if len(text.encode("utf-8")) <= MAX_MESSAGE_BYTES:
         return text
     record = body.get("record")
@@ -72,13 +75,13 @@ def encoded(body: dict[str, Any]) -> str:
             if image in stream:
                 stream = {key: value for key, value in stream.items() if key != image}
                 body = {**body, "record": {**record, "dynamodb": stream}, "images_omitted": True}
-                text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str)
+                text = json.dumps(body, separators=(",", ":"), ensure_ascii=True, default=str)
                 if len(text.encode("utf-8")) <= MAX_MESSAGE_BYTES:
                     return text
     # Not even the keys fit (a malformed record): keep a bounded prefix of its text.
-    raw = json.dumps(body.get("record"), ensure_ascii=False, default=str)
+    raw = json.dumps(body.get("record"), ensure_ascii=True, default=str)
     small = {**body, "record": None, "record_text": raw[: MAX_MESSAGE_BYTES // 2], "record_truncated": True}
-    return json.dumps(small, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json.dumps(small, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 class SqsDeadLetters:

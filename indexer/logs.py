@@ -25,6 +25,7 @@ def configure(level: str = "INFO") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        # Not cached: caching would pin loggers made before a test captures them (capture_logs).
+        cache_logger_on_first_use=False,
     )
     _configured = True

@@ -1,0 +1,269 @@
+"""Shared pytest fixtures.
+
+Sections:
+  1. Elasticsearch (real server via scripts/es_local.py): es_url, es_client, private_es
+  (further sections below it)
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+
+import es_local  # scripts/ is on pythonpath (pyproject [tool.pytest.ini_options])
+import pytest
+from elasticsearch import Elasticsearch
+
+# ==========================================================================
+# 1. Elasticsearch
+#
+# The indexer is tested against a real Elasticsearch because its behaviour
+# under version conflicts, bulk partial failures and outages is the point.
+# Set ELASTICSEARCH_URL to use an existing cluster instead of starting one.
+#
+# Note: the minimal distribution answers `GET /` with 405, so `es.info()`
+# fails against it; use `es.cluster.health()` for liveness checks.
+# ==========================================================================
+
+ES_START_TIMEOUT = float(os.environ.get("ES_LOCAL_START_TIMEOUT", "180"))
+
+
+def _redact(url: str) -> str:
+    """URL without credentials, for error messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+@pytest.fixture(scope="session")
+def es_url() -> Iterator[str]:
+    """Base URL of the session's Elasticsearch.
+
+    ELASTICSEARCH_URL if set (must be healthy); otherwise a local instance
+    named "pytest" started with a fresh data dir and stopped at session end.
+    If another live session (another terminal, an xdist worker) holds
+    "pytest", this one gets "pytest-2", etc., so sessions never wipe each
+    other's cluster.  State stays on disk (see es_local.cache_dir()) for
+    post-mortems and is wiped by the next session's fresh start.
+    """
+    external = os.environ.get("ELASTICSEARCH_URL")
+    if external:
+        try:
+            es_local.wait_healthy(external, timeout=30)
+        except TimeoutError as e:
+            pytest.fail(
+                f"ELASTICSEARCH_URL={_redact(external)} is set but the cluster is not "
+                f"reachable/healthy: {str(e).replace(external, _redact(external))}",
+                pytrace=False,
+            )
+        yield external
+        return
+
+    with es_local.claim("pytest") as name:
+        try:
+            inst = es_local.start(name=name, fresh=True, timeout=ES_START_TIMEOUT)
+        except es_local.LaunchError as e:
+            pytest.fail(f"could not start local Elasticsearch: {e}", pytrace=False)
+        try:
+            yield inst.url
+        finally:
+            es_local.stop(name)
+
+
+@pytest.fixture(scope="session")
+def es_client(es_url: str) -> Iterator[Elasticsearch]:
+    """Client for the session's Elasticsearch (see es_url)."""
+    client = Elasticsearch(es_url, request_timeout=30)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+class PrivateES:
+    """A private Elasticsearch instance a test may stop and restart.
+
+    For tests like "Elasticsearch stopped mid-run, restarted, retry
+    converges": ``stop()`` makes the port refuse connections, ``start()``
+    brings it back on the same URL with the same data.  ``url`` stays valid
+    (same value) while stopped, so code under test can keep pointing at it.
+    """
+
+    def __init__(self, name: str, heap: str = "512m") -> None:
+        self.name = name
+        self.heap = heap
+        self._instance: es_local.Instance | None = None
+
+    @property
+    def instance(self) -> es_local.Instance:
+        if self._instance is None:
+            raise RuntimeError(f"private Elasticsearch {self.name!r} was never started")
+        return self._instance
+
+    @property
+    def url(self) -> str:
+        return self.instance.url
+
+    @property
+    def port(self) -> int:
+        return self.instance.port
+
+    def start(self) -> es_local.Instance:
+        """Start (or restart on the same port with the same data); waits for health."""
+        port = self._instance.port if self._instance is not None else None
+        self._instance = es_local.start(
+            name=self.name, port=port, heap=self.heap, timeout=ES_START_TIMEOUT
+        )
+        return self._instance
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, SIGKILL after 60 s); data is kept."""
+        es_local.stop(self.name)
+
+    def is_running(self) -> bool:
+        return es_local.is_running(self.name) is not None
+
+    def client(self, **kwargs: object) -> Elasticsearch:
+        """A new client for this instance (caller closes it)."""
+        kwargs.setdefault("request_timeout", 30)
+        return Elasticsearch(self.url, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def private_es() -> Iterator[PrivateES]:
+    """A started private instance, stopped and deleted after the test."""
+    helper = PrivateES(f"pytest-private-{uuid.uuid4().hex[:12]}")
+    try:
+        helper.start()
+    except es_local.LaunchError as e:
+        es_local.remove(helper.name)
+        pytest.fail(f"could not start private Elasticsearch: {e}", pytrace=False)
+    try:
+        yield helper
+    finally:
+        es_local.remove(helper.name)
+
+
+# ==========================================================================
+# End of section 1 (Elasticsearch).  Add other fixtures below.
+# ==========================================================================
+
+
+# ==========================================================================
+# 2. The indexer wired to the real Elasticsearch and a moto SQS queue
+# ==========================================================================
+
+import json  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+from events import event  # noqa: E402
+from indexer import handler as lambda_handler  # noqa: E402
+from indexer.records import RESERVED_FIELD  # noqa: E402
+
+
+class LambdaContext:
+    """The part of Lambda's context the handler uses: the time left, counting down for real."""
+
+    def __init__(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(int((self._deadline - time.monotonic()) * 1000), 0)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process moto for every AWS call made in the test."""
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        # botocore otherwise sends some calls to an account endpoint moto does not intercept.
+        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        yield
+
+
+@dataclass
+class Sync:
+    """The Lambda handler, configured through the environment as in production."""
+
+    alias: str
+    es: Elasticsearch
+    queue_url: str
+    monkeypatch: pytest.MonkeyPatch
+    _letters: list[dict[str, Any]] = field(default_factory=list)
+
+    def deliver(self, *records: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        return lambda_handler.handler(event(*records), context)
+
+    def invoke(self, payload: Any, context: Any = None) -> dict[str, Any]:
+        return lambda_handler.handler(payload, context)
+
+    def configure(self, **env: str | None) -> None:
+        """Change settings for the next invocation (a new container)."""
+        for name, value in env.items():
+            if value is None:
+                self.monkeypatch.delenv(name, raising=False)
+            else:
+                self.monkeypatch.setenv(name, value)
+        lambda_handler.reset()
+
+    def docs(self) -> dict[str, dict[str, Any]]:
+        """Every document the alias shows, by id, without bookkeeping."""
+        self.es.indices.refresh(index=self.alias)
+        hits = self.es.search(index=self.alias, query={"match_all": {}}, size=10_000)["hits"]["hits"]
+        return {
+            hit["_id"]: {k: v for k, v in hit["_source"].items() if k != RESERVED_FIELD} for hit in hits
+        }
+
+    def raw(self, doc_id: str) -> dict[str, Any] | None:
+        """The stored document (tombstones included) in the index behind the alias."""
+        found = self.es.mget(index=self.alias, ids=[doc_id])["docs"][0]
+        return found["_source"] if found.get("found") else None
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead-letter message so far, parsed."""
+        import boto3
+
+        sqs = boto3.client("sqs")
+        while True:
+            got = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=3600)
+            messages = got.get("Messages", [])
+            if not messages:
+                return self._letters
+            self._letters.extend(json.loads(m["Body"]) for m in messages)
+
+
+@pytest.fixture
+def sync(aws: None, es_client: Elasticsearch, es_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sync]:
+    """The handler on a fresh alias of the session's Elasticsearch, with a moto dead-letter queue."""
+    import boto3
+
+    alias = f"test-{uuid.uuid4().hex[:10]}"
+    queue_url = boto3.client("sqs").create_queue(QueueName=f"dlq-{alias}")["QueueUrl"]
+    for name in ("TABLE_NAME", "INDEX_MAPPING", "ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME",
+                 "ELASTICSEARCH_PASSWORD", "SEARCH_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ELASTICSEARCH_URL", es_url)
+    monkeypatch.setenv("INDEX_NAME", alias)
+    monkeypatch.setenv("DLQ_URL", queue_url)
+    lambda_handler.reset()
+    try:
+        yield Sync(alias, es_client, queue_url, monkeypatch)
+    finally:
+        lambda_handler.reset()
+        es_client.indices.delete(index=f"{alias}-*", ignore_unavailable=True, allow_no_indices=True)

@@ -1,0 +1,84 @@
+"""Stream records → changes, collapsing, and the reasons given for malformed records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from events import SEQUENCE_BASE, put, record, remove, shared_event
+from indexer.errors import RecordError
+from indexer.records import collapse, change_of, padded_sequence, records_of, table_of
+
+
+def source(change):
+    return json.loads(change.source)
+
+
+def test_insert_becomes_an_upsert_with_bookkeeping():
+    change = change_of(put("a", 5, name="x"), 0)
+    assert change.delete is False and change.doc_id == "a" and change.alias == "things"
+    assert change.sequence == SEQUENCE_BASE + 5
+    assert source(change) == {
+        "pk": "a",
+        "name": "x",
+        "_ddb": {"seq": padded_sequence(SEQUENCE_BASE + 5), "at": 1795737074000},
+    }
+
+
+def test_remove_becomes_a_tombstone():
+    change = change_of(remove("a", 6), 3)
+    assert change.delete is True and change.position == 3
+    assert source(change)["_ddb"]["deleted"] is True
+    assert set(source(change)) == {"_ddb"}
+
+
+def test_ttl_delete_from_the_aws_sample_is_a_delete():
+    records = records_of(shared_event("lambda_event_aws_sample.json"))
+    ttl = [r for r in records if "userIdentity" in r]
+    assert ttl, "the sample carries a TTL delete"
+    change = change_of(ttl[0], 0)
+    assert change.delete is True
+    assert change.alias == "exampletablewithstream"
+
+
+def test_index_name_overrides_the_table_from_the_arn():
+    assert change_of(put("a", 1), 0, "custom").alias == "custom"
+
+
+def test_table_name_is_read_from_stream_and_table_arns():
+    assert table_of("arn:aws:dynamodb:eu-west-1:1:table/My.Table-1/stream/2026") == "My.Table-1"
+    assert table_of("arn:aws:dynamodb:eu-west-1:1:table/T") == "T"
+    assert table_of("nonsense") is None
+
+
+def test_sequence_numbers_compare_as_integers_of_any_size():
+    low, high = record("INSERT", {"pk": {"S": "a"}}, {"pk": {"S": "a"}}), put("a", 1)
+    low["dynamodb"]["SequenceNumber"] = "9" * 21
+    high["dynamodb"]["SequenceNumber"] = "1" + "0" * 39
+    assert change_of(low, 0).sequence < change_of(high, 1).sequence
+    assert padded_sequence(10**39) > padded_sequence(10**21 - 1)
+
+
+def test_collapse_keeps_the_newest_change_per_document_and_counts_the_rest():
+    changes = [change_of(r, i) for i, r in enumerate([put("a", 1), put("b", 2), remove("a", 3), put("a", 2)])]
+    latest, superseded = collapse(changes)
+    by_id = {c.doc_id: c for c in latest}
+    assert superseded == 2
+    assert by_id["a"].delete is True and by_id["a"].covers == [0, 2, 3]
+    assert by_id["b"].covers == [1]
+
+
+def test_an_item_using_the_reserved_field_is_refused():
+    bad = put("a", 1)
+    bad["dynamodb"]["NewImage"]["_ddb"] = {"S": "mine"}
+    with pytest.raises(RecordError, match="reserves") as caught:
+        change_of(bad, 0)
+    assert caught.value.kind == "reserved_attribute"
+
+
+def test_an_upsert_without_new_image_names_the_stream_view_type():
+    bad = put("a", 1)
+    del bad["dynamodb"]["NewImage"]
+    with pytest.raises(RecordError, match="NEW_AND_OLD_IMAGES"):
+        change_of(bad, 0)
