@@ -24,8 +24,8 @@ from tenacity import (
 
 from .actions import Outcome, Write, bulk_body, is_stale, item_results
 from .errors import ClusterError, RecordError, RetryableError
-from .layout import Targets
-from .records import Change
+from .layout import FixedTargets, Targets
+from .records import SNAPSHOT_SEQUENCE, Change
 from .search import MissingIndex, Store
 
 log = structlog.get_logger("indexer.apply")
@@ -114,12 +114,15 @@ class _Round:
             self.pending = [unit for unit in self.pending if self._key(unit) not in self.outcomes]
             if not self.pending:
                 return
+            # A snapshot (scanned item) loses to anything already there, so it needs no read:
+            # a plain ``create`` is the whole guard, and its conflict means "stale".
+            to_read = [unit for unit in self.pending if unit.change.sequence != SNAPSHOT_SEQUENCE]
             current = self.store.current(
-                [(unit.index, unit.change.doc_id) for unit in self.pending], self.timeout()
-            )
+                [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()
+            ) if to_read else {}
             writes: list[Write] = []
             for unit in self.pending:
-                found = current[(unit.index, unit.change.doc_id)]
+                found = current.get((unit.index, unit.change.doc_id))
                 if is_stale(unit.change, found):
                     self._settle(unit, "stale")
                 else:
@@ -141,7 +144,10 @@ class _Round:
                 if result.outcome is Outcome.APPLIED:
                     self._settle(unit, "applied")
                 elif result.outcome is Outcome.CONFLICT:
-                    conflicts.append(unit)
+                    if write.change.sequence == SNAPSHOT_SEQUENCE:
+                        self._settle(unit, "stale")
+                    else:
+                        conflicts.append(unit)
                 elif result.outcome is Outcome.PERMANENT:
                     self._settle(unit, "dead")
                     self.dead[(write.change.alias, write.change.doc_id)] = RecordError(
@@ -164,7 +170,7 @@ class _Round:
 def apply(
     changes: list[Change],
     store: Store,
-    targets: Targets,
+    targets: Targets | FixedTargets,
     deadline: Deadline,
     policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,

@@ -26,8 +26,11 @@ _pipeline: Pipeline | None = None
 _settings: Settings | None = None
 
 
-def elasticsearch_client(settings: Settings) -> Any:
-    """An Elasticsearch client for ``settings``: our own retries, TLS verified unless told not."""
+def elasticsearch_client(settings: Settings, exact_numbers: bool = False) -> Any:
+    """An Elasticsearch client for ``settings``: our own retries, TLS verified unless told not.
+
+    ``exact_numbers`` parses JSON decimals in responses as ``Decimal`` (verify compares
+    ``_source`` with the table digit for digit)."""
     from elasticsearch import Elasticsearch
 
     options: dict[str, Any] = {
@@ -45,7 +48,26 @@ def elasticsearch_client(settings: Settings) -> Any:
         options["api_key"] = settings.api_key
     elif settings.username:
         options["basic_auth"] = (settings.username, settings.password)
+    if exact_numbers:
+        options["serializers"] = _exact_serializers()
     return Elasticsearch(settings.elasticsearch_url, **options)
+
+
+def _exact_serializers() -> dict[str, Any]:
+    import json
+    from decimal import Decimal
+
+    from elasticsearch.serializer import CompatibilityModeJsonSerializer, JsonSerializer
+
+    class ExactJson(JsonSerializer):
+        def json_loads(self, data: bytes) -> Any:
+            return json.loads(data, parse_float=Decimal)
+
+    class ExactCompatibilityJson(CompatibilityModeJsonSerializer):
+        def json_loads(self, data: bytes) -> Any:
+            return json.loads(data, parse_float=Decimal)
+
+    return {ExactJson.mimetype: ExactJson(), ExactCompatibilityJson.mimetype: ExactCompatibilityJson()}
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -58,7 +80,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     assert settings.dlq_url is not None
     return Pipeline(
         store=store,
-        targets=Targets(store, mapping=settings.index_mapping),
+        targets=Targets(store, mapping=settings.index_mapping, ttl=settings.targets_ttl),
         dead_letters=SqsDeadLetters(settings.dlq_url),
         default_alias=settings.index_name,
         policy=RetryPolicy(max_attempts=settings.retry_max_attempts, request_timeout=settings.request_timeout),

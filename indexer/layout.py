@@ -110,3 +110,16 @@ class Targets:
         body = index_body(self.mapping)
         body["aliases"] = {alias: {"filter": ALIAS_FILTER, "is_write_index": True}}
         self.store.create_index(initial_index(alias), body, timeout)
+
+
+@dataclass
+class FixedTargets:
+    """Targets that are always the given indices: a rebuild writes only to the index it builds."""
+
+    names: list[str]
+
+    def indices(self, alias: str, timeout: float) -> list[str]:
+        return list(self.names)
+
+    def invalidate(self, alias: str | None = None) -> None:
+        return None

@@ -1,20 +1,34 @@
-"""Structured JSON logs (structlog), configured once per process."""
+"""Structured JSON logs (structlog): stdout in Lambda, stderr for the CLIs."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
-_configured = False
+_to_stderr = False
 
 
-def configure(level: str = "INFO") -> None:
-    """JSON lines on stdout (what CloudWatch and log shippers parse), filtered at ``level``."""
-    global _configured
-    if _configured:
-        return
+class _LineLogger:
+    """Writes each rendered line to the *current* sys.stdout or sys.stderr (looked up per call,
+    so redirected or captured streams are honoured)."""
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr if _to_stderr else sys.stdout, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def configure(level: str = "INFO", to_stderr: bool = False) -> None:
+    """JSON lines filtered at ``level``: on stdout in Lambda (CloudWatch parses them), on stderr
+    for the CLIs, whose stdout carries their results."""
+    global _to_stderr
+    _to_stderr = to_stderr
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -24,8 +38,7 @@ def configure(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=_LineLogger,
         # Not cached: caching would pin loggers made before a test captures them (capture_logs).
         cache_logger_on_first_use=False,
     )
-    _configured = True

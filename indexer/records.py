@@ -21,6 +21,9 @@ from .ids import document_id
 RESERVED_FIELD = "_ddb"
 #: Sequence numbers are 21–40 digit decimals; stored zero-padded so text order is numeric order.
 SEQUENCE_WIDTH = 40
+#: The sequence of an item read by a table scan: older than any stream record, so anything the
+#: live path has written (or writes later) wins over it.
+SNAPSHOT_SEQUENCE = 0
 
 _SEQUENCE = re.compile(r"[0-9]{1,40}")
 _TABLE_ARN = re.compile(r"arn:aws[a-z-]*:dynamodb:[^:]*:[^:]*:table/([^/]+)(/stream/.*)?")
@@ -122,19 +125,27 @@ def change_of(record: Any, position: int, default_alias: str | None = None) -> C
     sequence = sequence_of(stream.get("SequenceNumber"))
     doc_id = document_id(stream.get("Keys"))
     alias = _alias_for(record, default_alias)
-    bookkeeping: dict[str, Any] = {"seq": padded_sequence(sequence)}
     at = _time_ms(stream)
-    if at is not None:
-        bookkeeping["at"] = at
     if event_name == DELETE_EVENT:
-        bookkeeping["deleted"] = True
-        return Change(alias, doc_id, sequence, True, _json({RESERVED_FIELD: bookkeeping}), position)
+        return tombstone(alias, doc_id, sequence, position, at)
     image = stream.get("NewImage")
     if image is None:
         raise malformed(
             f"{event_name} record has no NewImage: the stream view type must be "
             "NEW_IMAGE or NEW_AND_OLD_IMAGES"
         )
+    return upsert(alias, doc_id, image, sequence, position, at)
+
+
+def _bookkeeping(sequence: int, at: int | None) -> dict[str, Any]:
+    bookkeeping: dict[str, Any] = {"seq": padded_sequence(sequence)}
+    if at is not None:
+        bookkeeping["at"] = at
+    return bookkeeping
+
+
+def upsert(alias: str, doc_id: str, image: Any, sequence: int, position: int = 0, at: int | None = None) -> Change:
+    """The change that makes ``doc_id`` hold ``image`` (DynamoDB JSON), as of ``sequence``."""
     document = convert.item(image)
     if RESERVED_FIELD in document:
         raise RecordError(
@@ -142,8 +153,15 @@ def change_of(record: Any, position: int, default_alias: str | None = None) -> C
             f"the item has an attribute named {RESERVED_FIELD!r}, which the indexer reserves "
             "for its bookkeeping",
         )
-    document[RESERVED_FIELD] = bookkeeping
+    document[RESERVED_FIELD] = _bookkeeping(sequence, at)
     return Change(alias, doc_id, sequence, False, _json(document), position)
+
+
+def tombstone(alias: str, doc_id: str, sequence: int, position: int = 0, at: int | None = None) -> Change:
+    """The change that deletes ``doc_id`` as of ``sequence``, remembering it with a tombstone."""
+    bookkeeping = _bookkeeping(sequence, at)
+    bookkeeping["deleted"] = True
+    return Change(alias, doc_id, sequence, True, _json({RESERVED_FIELD: bookkeeping}), position)
 
 
 def _json(source: dict[str, Any]) -> bytes:

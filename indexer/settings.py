@@ -40,6 +40,8 @@ class Settings:
     retry_max_attempts: int = 10
     #: Time budget when there is no Lambda context to ask (local runs).
     time_budget: float = 60.0
+    #: How long the live path trusts its lookup of the indices to write; a rebuild waits longer.
+    targets_ttl: float = 15.0
 
     def __repr__(self) -> str:  # never print secrets
         return (
@@ -123,6 +125,7 @@ class Settings:
             request_timeout=_positive(get, "ELASTICSEARCH_TIMEOUT", 30.0),
             retry_max_attempts=int(_positive(get, "RETRY_MAX_ATTEMPTS", 10)),
             time_budget=_positive(get, "TIME_BUDGET_SECONDS", 60.0),
+            targets_ttl=_positive(get, "TARGETS_TTL_SECONDS", 15.0),
         )
 
 

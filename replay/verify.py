@@ -1,0 +1,226 @@
+"""``python -m replay --verify [--fix]``: compare the table with what the alias shows.
+
+Three kinds of drift: items missing from the index, documents whose source differs from the
+item's current image, and documents with no item. A scan races with live writes, so every
+candidate is read again (item and document) before it is reported. ``--fix`` writes the table's
+current state through the ordering guard, as if it were a record just newer than what the index
+holds: a late stale record still loses to it, any real newer change still wins over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Mapping
+
+import structlog
+
+from indexer import convert
+from indexer.apply import Deadline, RetryPolicy, apply
+from indexer.errors import RecordError
+from indexer.ids import document_id
+from indexer.records import RESERVED_FIELD, SNAPSHOT_SEQUENCE, Change, tombstone, upsert
+from indexer.layout import Targets
+
+from . import table as tables
+from .progress import Progress
+from .wiring import Wiring, wire
+
+log = structlog.get_logger("replay.verify")
+RECHECK_LIMIT = 100_000
+
+
+def canonical(value: Any) -> Any:
+    """A form in which equal DynamoDB values are equal Python values: numbers as normalized
+    Decimals (``1.50`` = ``1.5`` = JSON ``1.5``), maps with sorted keys."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, Decimal)):
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        return "\x00N:" + (str(number.normalize()) if number else "0")  # never equal to a string
+    if isinstance(value, dict):
+        return {key: canonical(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return repr(value)
+
+
+def digest(document: Mapping[str, Any]) -> str:
+    """A short fingerprint of a document without bookkeeping, equal for equal content."""
+    content = {key: value for key, value in document.items() if key != RESERVED_FIELD}
+    text = json.dumps(canonical(content), sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode("ascii")).hexdigest()
+
+
+@dataclass
+class Drift:
+    missing: dict[str, dict[str, Any]] = field(default_factory=dict)  # doc_id -> Keys
+    differing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # doc_id -> Keys if known
+    unconvertible: list[tuple[str, str]] = field(default_factory=list)
+
+    def total(self) -> int:
+        return len(self.missing) + len(self.differing) + len(self.extra)
+
+
+def _keys_from_document(w: Wiring, source: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The item key a document claims, in DynamoDB JSON (to read the item back)."""
+    keys: dict[str, Any] = {}
+    for name in w.table.key_names:
+        if name not in source:
+            return None
+        value, kind = source[name], w.table.key_types[name]
+        if kind == "N":
+            keys[name] = {"N": str(value)}
+        elif kind == "B":
+            keys[name] = {"B": base64.b64decode(value)}
+        else:
+            keys[name] = {"S": value}
+    return keys
+
+
+def table_digests(w: Wiring, segments: int, progress_enabled: bool) -> tuple[dict[str, tuple[str, dict]], list]:
+    """doc_id -> (digest, Keys) for every item; plus items that cannot become documents."""
+    import threading
+
+    found: dict[str, tuple[str, dict]] = {}
+    bad: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    progress = Progress(f"scan {w.table.name}", w.table.item_count, enabled=progress_enabled)
+    stop = threading.Event()
+    limiter = tables.RateLimiter(None)
+
+    def segment(n: int) -> None:
+        for page in tables.scan_segment(w.dynamodb, w.table.name, n, segments, 1000, limiter, stop):
+            local = []
+            for item in page:
+                keys = w.table.keys_of(item)
+                try:
+                    local.append((document_id(keys), digest(convert.item(item)), keys))
+                except RecordError as exc:
+                    with lock:
+                        bad.append((json.dumps(keys, default=str), exc.message))
+            with lock:
+                for doc_id, fingerprint, keys in local:
+                    found[doc_id] = (fingerprint, keys)
+            progress.advance(len(page))
+
+    try:
+        with ThreadPoolExecutor(max_workers=segments) as pool:
+            for future in [pool.submit(segment, n) for n in range(segments)]:
+                future.result()
+    finally:
+        progress.close()
+    return found, bad
+
+
+def find_drift(w: Wiring, segments: int, progress_enabled: bool) -> Drift:
+    from elasticsearch import helpers
+
+    expected, bad = table_digests(w, segments, progress_enabled)
+    drift = Drift(unconvertible=bad)
+    seen: set[str] = set()
+    for hit in helpers.scan(w.es, index=w.alias, query={"query": {"match_all": {}}}, size=1000):
+        doc_id = hit["_id"]
+        seen.add(doc_id)
+        entry = expected.get(doc_id)
+        if entry is None:
+            drift.extra[doc_id] = _keys_from_document(w, hit["_source"])
+        elif entry[0] != digest(hit["_source"]):
+            drift.differing[doc_id] = entry[1]
+    for doc_id, (_, keys) in expected.items():
+        if doc_id not in seen:
+            drift.missing[doc_id] = keys
+    return _recheck(w, drift)
+
+
+def _current_document(w: Wiring, doc_id: str) -> dict[str, Any] | None:
+    """What the alias shows for ``doc_id`` (None for nothing or a tombstone)."""
+    doc = w.es.mget(index=w.alias, ids=[doc_id])["docs"][0]
+    source = doc.get("_source") if doc.get("found") else None
+    if source is None or (source.get(RESERVED_FIELD) or {}).get("deleted"):
+        return None
+    return source
+
+
+def _recheck(w: Wiring, drift: Drift) -> Drift:
+    """Drop candidates that a write in flight during the scan explains: compare again, now."""
+    confirmed = Drift(unconvertible=drift.unconvertible)
+    candidates = [("missing", k, v) for k, v in drift.missing.items()]
+    candidates += [("differing", k, v) for k, v in drift.differing.items()]
+    candidates += [("extra", k, v) for k, v in drift.extra.items()]
+    for _, doc_id, keys in candidates[:RECHECK_LIMIT]:
+        item = tables.get_item(w.dynamodb, w.table.name, keys) if keys else None
+        document = _current_document(w, doc_id)
+        if item is None and document is None:
+            continue
+        if item is None:
+            confirmed.extra[doc_id] = keys
+        elif document is None:
+            confirmed.missing[doc_id] = keys
+        elif digest(convert.item(item)) != digest(document):
+            confirmed.differing[doc_id] = keys
+    return confirmed
+
+
+def fix(w: Wiring, drift: Drift) -> tuple[int, int]:
+    """Write the table's current state for every drifted document; (fixed, still failing)."""
+    changes: list[Change] = []
+    ids = list(drift.missing) + list(drift.differing) + list(drift.extra)
+    keys_by_id = {**drift.missing, **drift.differing, **drift.extra}
+    stored = w.es.mget(index=w.alias, ids=ids, source_includes=[f"{RESERVED_FIELD}.seq"])["docs"] if ids else []
+    for position, (doc_id, doc) in enumerate(zip(ids, stored)):
+        sequence = SNAPSHOT_SEQUENCE
+        if doc.get("found"):
+            text = ((doc.get("_source") or {}).get(RESERVED_FIELD) or {}).get("seq", "")
+            sequence = (int(text) if text.isdigit() else 0) + 1
+        keys = keys_by_id[doc_id]
+        item = tables.get_item(w.dynamodb, w.table.name, keys) if keys else None
+        if item is None:
+            changes.append(tombstone(w.alias, doc_id, max(sequence, 1), position))
+        else:
+            changes.append(upsert(w.alias, doc_id, item, sequence, position))
+    targets = Targets(w.store, mapping=w.settings.index_mapping, ttl=w.settings.targets_ttl)
+    result = apply(changes, w.store, targets, Deadline.after(300), RetryPolicy())
+    for change, error in result.dead:
+        log.warning("fix_failed", doc_id=change.doc_id, reason=error.message[:300])
+    failing = len(result.dead) + len(result.unresolved)
+    return len(result.applied) + len(result.stale), failing
+
+
+def report(drift: Drift, sample: int) -> list[str]:
+    lines = [
+        f"missing from the index: {len(drift.missing)}",
+        f"differing from the table: {len(drift.differing)}",
+        f"in the index but not the table: {len(drift.extra)}",
+    ]
+    for label, found in (("missing", drift.missing), ("differing", drift.differing), ("extra", drift.extra)):
+        for doc_id in sorted(found)[:sample]:
+            lines.append(f"  {label}: {doc_id}")
+    if drift.unconvertible:
+        lines.append(f"items that cannot become documents: {len(drift.unconvertible)}")
+        lines += [f"  {key}: {reason}" for key, reason in drift.unconvertible[:sample]]
+    return lines
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    w = wire(env, exact_numbers=True)
+    progress = not args.no_progress
+    drift = find_drift(w, args.segments, progress)
+    for line in report(drift, args.sample):
+        print(line)
+    log.info("verify_done", alias=w.alias, missing=len(drift.missing), differing=len(drift.differing),
+             extra=len(drift.extra), unconvertible=len(drift.unconvertible))
+    if drift.total() == 0:
+        print(f"alias {w.alias!r} is in sync with table {w.table.name!r}")
+        return 0
+    if not args.fix:
+        return 1
+    fixed, failing = fix(w, drift)
+    print(f"fixed {fixed} documents, {failing} could not be fixed")
+    return 0 if failing == 0 else 1

@@ -1,0 +1,211 @@
+"""``python -m replay --full`` and ``--verify`` against the real Elasticsearch and moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+
+import boto3
+import pytest
+
+from indexer import convert
+from indexer.ids import document_id
+from indexer.handler import elasticsearch_client
+from indexer.settings import Settings
+from replay import cli
+from replay.verify import canonical
+from replay import full as replay_full
+from tables import StreamFollower, create_table, every_type_item, put_items, scan_all
+
+pytestmark = pytest.mark.es
+
+
+@pytest.fixture
+def rebuild(sync, monkeypatch, tmp_path):
+    """A table of the test's own, and the alias of the `sync` fixture to rebuild into."""
+    table = f"T{sync.alias.replace('-', '')}"
+    create_table(table)
+    monkeypatch.setenv("TABLE_NAME", table)
+    monkeypatch.setenv("TARGETS_TTL_SECONDS", "0.5")
+    sync.configure()  # the live handler reads the new TTL too
+    sync.table = table
+    sync.es_url = os.environ["ELASTICSEARCH_URL"]
+    return sync
+
+
+def alias_equals_table(sync) -> None:
+    """Every item, digit for digit, and nothing else (compared in verify's canonical form)."""
+    expected = {
+        document_id({"pk": item["pk"], "sk": item["sk"]}): canonical(convert.item(item))
+        for item in scan_all(sync.table)
+    }
+    exact = elasticsearch_client(Settings(elasticsearch_url=sync.es_url), exact_numbers=True)
+    exact.indices.refresh(index=sync.alias)
+    hits = exact.search(index=sync.alias, size=10_000)["hits"]["hits"]
+    shown = {hit["_id"]: canonical({k: v for k, v in hit["_source"].items() if k != "_ddb"}) for hit in hits}
+    assert shown.keys() == expected.keys()
+    for doc_id in expected:
+        assert shown[doc_id] == expected[doc_id], doc_id
+
+
+def serving(sync) -> list[str]:
+    return sorted(sync.es.indices.get_alias(name=sync.alias).body)
+
+
+def test_replay_of_every_type_and_composite_keys_makes_the_alias_equal_the_table(rebuild, capsys):
+    put_items(rebuild.table, [every_type_item(f"item|{n}#", n) for n in range(40)])
+    assert cli.main(["--full", "--segments", "3", "--bulk-size", "7", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "scanned 40 items" in out and "40 written" in out
+    alias_equals_table(rebuild)
+    doc = rebuild.docs()[document_id({"pk": {"S": "item|3#"}, "sk": {"N": "3"}})]
+    assert doc["b"] == "AAH/" and doc["bs"] == ["AQ==", "/w=="] and doc["ns"] == [1.5, 3]
+    assert doc["n"] == 12345678901234567890123456789012345678
+
+
+def test_a_second_replay_swaps_atomically_and_drops_the_old_index(rebuild, capsys):
+    put_items(rebuild.table, [every_type_item("a", n) for n in range(5)])
+    assert cli.main(["--full", "--no-progress"]) == 0
+    first = serving(rebuild)
+    assert cli.main(["--full", "--no-progress"]) == 0
+    second = serving(rebuild)
+    assert first != second and len(second) == 1
+    assert not rebuild.es.indices.exists(index=first[0])
+    assert cli.main(["--full", "--keep-old", "--no-progress"]) == 0
+    assert rebuild.es.indices.exists(index=second[0])
+    alias_equals_table(rebuild)
+
+
+def test_a_mapping_file_is_applied_to_the_new_index(rebuild, tmp_path):
+    put_items(rebuild.table, [{"pk": {"S": "a"}, "sk": {"N": "1"}, "mixed": {"L": [{"N": "1"}, {"S": "two"}]}}])
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps({"mappings": {"properties": {"mixed": {"type": "object", "enabled": False}}}}))
+    assert cli.main(["--full", "--mapping", str(mapping), "--no-progress"]) == 0
+    assert rebuild.docs()["a|1"]["mixed"] == [1, "two"]
+
+
+def test_replay_while_writers_and_live_sync_run_ends_equal_to_the_table(rebuild, monkeypatch):
+    for seed in (1, 2, 3):
+        rng = random.Random(seed)
+        put_items(rebuild.table, [{"pk": {"S": f"k{n}"}, "sk": {"N": "0"}, "v": {"N": "0"}} for n in range(60)])
+        follower = StreamFollower(rebuild.table)
+        follower.drain()
+        stop = threading.Event()
+
+        def writer() -> None:
+            dynamodb = boto3.client("dynamodb")
+            while not stop.is_set():
+                key = {"pk": {"S": f"k{rng.randrange(80)}"}, "sk": {"N": "0"}}
+                action = rng.random()
+                if action < 0.5:
+                    dynamodb.put_item(TableName=rebuild.table, Item={**key, "v": {"N": str(rng.randrange(10**6))}})
+                elif action < 0.8:
+                    dynamodb.delete_item(TableName=rebuild.table, Key=key)
+                else:
+                    dynamodb.update_item(TableName=rebuild.table, Key=key, UpdateExpression="SET w = :w",
+                                         ExpressionAttributeValues={":w": {"S": f"s{seed}"}})
+
+        threads = [threading.Thread(target=writer), threading.Thread(target=follower.run)]
+        for thread in threads:
+            thread.start()
+        try:
+            assert cli.main(["--full", "--segments", "2", "--bulk-size", "10", "--no-progress"]) == 0
+        finally:
+            stop.set()
+            follower.stop.set()
+            for thread in threads:
+                thread.join()
+        follower.drain()
+        assert follower.failures == []
+        alias_equals_table(rebuild)
+
+
+def test_a_delete_between_the_scan_reading_an_item_and_writing_it_wins(rebuild, monkeypatch):
+    put_items(rebuild.table, [{"pk": {"S": f"k{n}"}, "sk": {"N": "0"}} for n in range(5)])
+    follower = StreamFollower(rebuild.table)
+    follower.drain()
+    real_scan = replay_full.tables.scan_segment
+
+    def scan_then_delete(*args, **kwargs):
+        for page in real_scan(*args, **kwargs):
+            # The scan has read k2; before its document is written, the item is deleted and
+            # the live path applies the delete to both indices.
+            boto3.client("dynamodb").delete_item(TableName=rebuild.table, Key={"pk": {"S": "k2"}, "sk": {"N": "0"}})
+            follower.drain()
+            assert any(item["pk"]["S"] == "k2" for item in page) or not page
+            yield page
+
+    monkeypatch.setattr(replay_full.tables, "scan_segment", scan_then_delete)
+    assert cli.main(["--full", "--segments", "1", "--no-progress"]) == 0
+    assert "k2|0" not in rebuild.docs()
+    alias_equals_table(rebuild)
+
+
+def test_verify_finds_planted_drift_and_fix_repairs_it(rebuild, capsys):
+    put_items(rebuild.table, [{"pk": {"S": f"k{n}"}, "sk": {"N": str(n)}, "v": {"S": "ok"}} for n in range(10)])
+    assert cli.main(["--full", "--no-progress"]) == 0
+    assert cli.main(["--verify", "--no-progress"]) == 0
+    (index,) = serving(rebuild)
+    rebuild.es.delete(index=index, id="k1|1", refresh=True)  # missing
+    stale = rebuild.es.get(index=index, id="k2|2")["_source"]
+    rebuild.es.index(index=index, id="k2|2", document={**stale, "v": "stale"}, refresh=True)  # differing
+    rebuild.es.index(index=index, id="ghost|0", document={"pk": "ghost", "sk": 0, "_ddb": {"seq": "0" * 40}},
+                     refresh=True)  # extra
+    capsys.readouterr()
+    assert cli.main(["--verify", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "missing from the index: 1" in out and "  missing: k1|1" in out
+    assert "differing from the table: 1" in out and "  differing: k2|2" in out
+    assert "in the index but not the table: 1" in out and "  extra: ghost|0" in out
+    assert cli.main(["--verify", "--fix", "--no-progress"]) == 0
+    assert cli.main(["--verify", "--no-progress"]) == 0
+    alias_equals_table(rebuild)
+
+
+def test_a_concrete_index_under_the_alias_name_needs_migrate(rebuild, capsys):
+    put_items(rebuild.table, [{"pk": {"S": "a"}, "sk": {"N": "1"}}])
+    rebuild.es.indices.create(index=rebuild.alias)
+    assert cli.main(["--full", "--no-progress"]) == 2
+    assert "--migrate" in capsys.readouterr().err
+    assert cli.main(["--full", "--migrate", "--no-progress"]) == 0
+    assert list(rebuild.es.indices.get_alias(name=rebuild.alias).body) != [rebuild.alias]
+    assert set(rebuild.docs()) == {"a|1"}
+
+
+def test_a_table_without_a_stream_is_rebuilt_with_a_warning(sync, monkeypatch, capsys):
+    create_table("NoStream", stream=False)
+    put_items("NoStream", [{"pk": {"S": "a"}, "sk": {"N": "1"}}])
+    monkeypatch.setenv("TABLE_NAME", "NoStream")
+    monkeypatch.setenv("TARGETS_TTL_SECONDS", "0.5")
+    assert cli.main(["--full", "--no-progress"]) == 0
+    assert "has no stream: live sync cannot follow it" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--full"], {"TABLE_NAME": "Missing"}, "table 'Missing' does not exist"),
+        (["--full"], {"TABLE_NAME": None}, "TABLE_NAME is required"),
+        (["--full"], {"ELASTICSEARCH_URL": "http://127.0.0.1:9"}, "cannot reach Elasticsearch"),
+        (["--full", "--mapping", "/nonexistent.json"], {}, "--mapping: cannot read"),
+    ],
+)
+def test_bad_settings_fail_with_one_line_and_exit_2(rebuild, monkeypatch, capsys, argv, env, message):
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert cli.main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("argv", [["--full", "--segments", "0"], ["--full", "--verify"], [], ["--full", "--bogus"]])
+def test_bad_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""The replay CLI as a process: killed with -9 or interrupted mid-scan, the alias never moves,
+and a rerun converges and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tables import create_table, put_items
+
+pytestmark = pytest.mark.es
+
+ITEMS = 400
+
+
+@pytest.fixture
+def table(aws_server, es_url, es_client, monkeypatch):
+    alias = f"proc-{uuid.uuid4().hex[:8]}"
+    name = f"T{alias.replace('-', '')}"
+    create_table(name, sort_key=None)
+    put_items(name, [{"pk": {"S": f"k{n:04d}"}, "v": {"N": str(n)}} for n in range(ITEMS)])
+    env = {**os.environ, "TABLE_NAME": name, "INDEX_NAME": alias, "ELASTICSEARCH_URL": es_url,
+           "TARGETS_TTL_SECONDS": "0.5", "AWS_ENDPOINT_URL": aws_server, "LOG_LEVEL": "WARNING"}
+    yield alias, env
+    es_client.indices.delete(index=f"{alias}-*", ignore_unavailable=True, allow_no_indices=True)
+
+
+def replay(env, *flags, **kwargs):
+    return subprocess.run([sys.executable, "-m", "replay", *flags], env=env, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def start_slow_replay(env):
+    return subprocess.Popen([sys.executable, "-m", "replay", "--full", "--rate", "40", "--bulk-size", "20",
+                             "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def building_index(es, alias, serving, timeout=60.0):
+    """Wait until the replay's new index exists and holds some documents; its name."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = [n for n in es.indices.get(index=f"{alias}-r*", ignore_unavailable=True,
+                                           allow_no_indices=True).body if n not in serving]
+        # Counted by indexing stats: the building index is not refreshed until the swap.
+        if names:
+            primaries = es.indices.stats(index=names[0], metric="indexing")["_all"]["primaries"]
+            if primaries.get("indexing", {}).get("index_total", 0) > 0:
+                return names[0]
+        time.sleep(0.2)
+    raise AssertionError("the replay never started writing")
+
+
+def serving(es, alias):
+    return sorted(es.indices.get_alias(name=alias).body)
+
+
+def test_kill_9_mid_scan_leaves_the_alias_serving_and_a_rerun_converges(table, es_client):
+    alias, env = table
+    assert replay(env, "--full", "--no-progress").returncode == 0
+    before = serving(es_client, alias)
+    process = start_slow_replay(env)
+    building = building_index(es_client, alias, before)
+    process.kill()
+    process.wait()
+    assert serving(es_client, alias) == before
+    es_client.indices.refresh(index=alias)
+    assert es_client.count(index=alias)["count"] == ITEMS  # search keeps answering, complete
+    listed = replay(env, "--list-orphans")
+    assert listed.returncode == 0 and f"orphaned (interrupted rebuild): {building}" in listed.stdout
+
+    rerun = replay(env, "--full", "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"removing {building}, left by an interrupted replay" in rerun.stdout
+    after = serving(es_client, alias)
+    assert after != before and after[0] != building
+    remaining = es_client.indices.get(index=f"{alias}-*").body
+    assert sorted(remaining) == after  # no orphan, old index dropped
+    es_client.indices.refresh(index=alias)
+    assert es_client.count(index=alias)["count"] == ITEMS
+    verify = replay(env, "--verify", "--no-progress")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_ctrl_c_mid_scan_removes_the_half_built_index(table, es_client):
+    alias, env = table
+    assert replay(env, "--full", "--no-progress").returncode == 0
+    before = serving(es_client, alias)
+    process = start_slow_replay(env)
+    building = building_index(es_client, alias, before)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "alias still points at the complete index" in err
+    assert serving(es_client, alias) == before
+    assert not es_client.indices.exists(index=building)
+
+
+def test_help_and_bad_flags(table):
+    _, env = table
+    shown = replay(env, "--help")
+    assert shown.returncode == 0 and "--full" in shown.stdout and "--verify" in shown.stdout
+    bad = replay(env, "--full", "--segments", "zero")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "--segments" in bad.stderr
