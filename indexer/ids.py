@@ -10,12 +10,13 @@ escaped id starts with an unescaped ``#``, so hashed ids can never collide with 
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Mapping
 
 from .convert import ConversionError, binary, number
 
 MAX_ID_BYTES = 512
+_EXACT = Context(prec=200)
 _ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "#": "\\#"})
 
 
@@ -30,7 +31,9 @@ def _key_text(value: Any, name: str) -> str:
     if tag == "N":
         exact = number(inner, f"Keys.{name}")
         if isinstance(exact, Decimal):
-            return format(exact.normalize(), "f")
+            # normalize() under the default context would round to 28 digits: two different
+            # 38-digit keys must never share an id.
+            return format(exact.normalize(_EXACT), "f")
         return repr(exact) if isinstance(exact, float) else str(exact)
     if tag == "B":
         text = binary(inner, f"Keys.{name}")

@@ -15,7 +15,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Mapping
 
 import structlog
@@ -33,6 +33,7 @@ from .wiring import Wiring, wire
 
 log = structlog.get_logger("replay.verify")
 RECHECK_LIMIT = 100_000
+_EXACT = Context(prec=200)
 
 
 def canonical(value: Any) -> Any:
@@ -42,7 +43,8 @@ def canonical(value: Any) -> Any:
         return value
     if isinstance(value, (int, float, Decimal)):
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-        return "\x00N:" + (str(number.normalize()) if number else "0")  # never equal to a string
+        # A wide context: the default one would round 38-digit numbers to 28 digits.
+        return "\x00N:" + (str(number.normalize(_EXACT)) if number else "0")  # never equal to a string
     if isinstance(value, dict):
         return {key: canonical(item) for key, item in sorted(value.items())}
     if isinstance(value, list):

@@ -83,3 +83,10 @@ def test_distinct_composite_keys_get_distinct_ids(a, b):
 def test_bad_keys_are_refused(keys, reason):
     with pytest.raises(ConversionError, match=reason):
         document_id(keys)
+
+
+def test_distinct_38_digit_keys_never_share_an_id():
+    big = 10**37
+    assert document_id({"pk": {"N": str(big)}}) != document_id({"pk": {"N": str(big + 1)}})
+    assert document_id({"pk": {"N": "1234567890123456789012345678901234567.1"}}) != document_id(
+        {"pk": {"N": "1234567890123456789012345678901234567.2"}})
