@@ -6,7 +6,7 @@ Library exceptions are translated here into :class:`RetryableError` (try again) 
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from .actions import Current, current_of
 from .records import RESERVED_FIELD
@@ -31,6 +31,26 @@ class Store(Protocol):
     def create_index(self, name: str, body: dict[str, Any], timeout: float) -> bool: ...
 
     def is_concrete_index(self, name: str, timeout: float) -> bool: ...
+
+    # Administration, for replay and verify.
+    def health(self, timeout: float) -> None: ...
+
+    def indices(self, pattern: str, timeout: float) -> dict[str, dict[str, Any]]: ...
+
+    def put_meta(self, index: str, meta: dict[str, Any], timeout: float) -> None: ...
+
+    def put_settings(self, index: str, settings: dict[str, Any], timeout: float) -> None: ...
+
+    def refresh(self, index: str, timeout: float) -> None: ...
+
+    def delete_indices(self, names: Sequence[str], timeout: float) -> None: ...
+
+    def update_aliases(self, actions: list[dict[str, Any]], timeout: float) -> None: ...
+
+    def documents(self, index: str, ids: Sequence[str], timeout: float,
+                  includes: Sequence[str] | None = None) -> list[dict[str, Any]]: ...
+
+    def scan(self, index: str, timeout: float) -> Iterator[dict[str, Any]]: ...
 
 
 def _translate(exc: Exception, what: str) -> Exception:
@@ -132,3 +152,58 @@ class ElasticsearchStore:
         except (ApiError, TransportError) as exc:
             raise _translate(exc, f"looking up index {name}") from exc
         return name in response.body
+
+    # Administration, for replay and verify ------------------------------------------------
+
+    def _admin(self, what: str, call: Any) -> Any:
+        from elasticsearch import ApiError, TransportError
+
+        try:
+            return call()
+        except (ApiError, TransportError) as exc:
+            raise _translate(exc, what) from exc
+
+    def health(self, timeout: float) -> None:
+        self._admin("checking cluster health", lambda: self._call(timeout).cluster.health())
+
+    def indices(self, pattern: str, timeout: float) -> dict[str, dict[str, Any]]:
+        """Index name → its definition (mappings with ``_meta``, settings, aliases)."""
+        return dict(self._admin(f"listing {pattern}", lambda: self._call(timeout).indices.get(
+            index=pattern, ignore_unavailable=True, allow_no_indices=True)).body)
+
+    def put_meta(self, index: str, meta: dict[str, Any], timeout: float) -> None:
+        self._admin(f"updating {index} _meta", lambda: self._call(timeout).indices.put_mapping(index=index, meta=meta))
+
+    def put_settings(self, index: str, settings: dict[str, Any], timeout: float) -> None:
+        self._admin(f"updating {index} settings",
+                    lambda: self._call(timeout).indices.put_settings(index=index, settings=settings))
+
+    def refresh(self, index: str, timeout: float) -> None:
+        self._admin(f"refreshing {index}", lambda: self._call(timeout).indices.refresh(index=index))
+
+    def delete_indices(self, names: Sequence[str], timeout: float) -> None:
+        if names:
+            self._admin(f"deleting {', '.join(names)}", lambda: self._call(timeout).indices.delete(
+                index=",".join(names), ignore_unavailable=True))
+
+    def update_aliases(self, actions: list[dict[str, Any]], timeout: float) -> None:
+        self._admin("moving aliases", lambda: self._call(timeout).indices.update_aliases(actions=actions))
+
+    def documents(self, index: str, ids: Sequence[str], timeout: float,
+                  includes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Raw ``mget`` entries (tombstones included: mget ignores alias filters)."""
+        if not ids:
+            return []
+        options: dict[str, Any] = {"index": index, "ids": list(ids)}
+        if includes is not None:
+            options["source_includes"] = list(includes)
+        return list(self._admin(f"reading from {index}", lambda: self._call(timeout).mget(**options))["docs"])
+
+    def scan(self, index: str, timeout: float) -> Iterator[dict[str, Any]]:
+        """Every hit the index (or alias, filter applied) shows, by scroll."""
+        from elasticsearch import ApiError, TransportError, helpers
+
+        try:
+            yield from helpers.scan(self._call(timeout), index=index, query={"query": {"match_all": {}}}, size=1000)
+        except (ApiError, TransportError) as exc:
+            raise _translate(exc, f"scrolling {index}") from exc

@@ -33,10 +33,11 @@ from typing import Any, Mapping
 import structlog
 
 from indexer.apply import Deadline, RetryPolicy, apply
-from indexer.errors import IndexerError, RecordError, SettingsError
+from indexer.errors import ClusterError, IndexerError, RecordError, RetryableError, SettingsError
 from indexer.ids import document_id
 from indexer.layout import ALIAS_FILTER, FixedTargets, index_body, rebuild_alias
 from indexer.records import SNAPSHOT_SEQUENCE, Change, upsert
+from indexer.search import Store
 from indexer.settings import mapping_body
 
 from . import table as tables
@@ -101,7 +102,7 @@ def existing(w: Wiring) -> Existing:
     by_index = w.store.aliases([alias, rebuild_alias(alias)], 30)
     serving = sorted(index for index, names in by_index.items() if alias in names)
     concrete = not serving and w.store.is_concrete_index(alias, 30)
-    indices = w.es.indices.get(index=f"{alias}-r*", ignore_unavailable=True, allow_no_indices=True).body
+    indices = w.store.indices(f"{alias}-r*", 30)
     now = time.time()
     orphans, running, kept = [], [], []
     for name, body in sorted(indices.items()):
@@ -144,22 +145,20 @@ def _load_mapping(args: argparse.Namespace, w: Wiring) -> dict[str, Any] | None:
 class _Heartbeat(threading.Thread):
     """Keeps the building index's ``_meta`` fresh so a rerun can tell we are alive."""
 
-    def __init__(self, es: Any, index: str, meta: dict[str, Any]) -> None:
+    def __init__(self, store: Store, index: str, meta: dict[str, Any]) -> None:
         super().__init__(daemon=True, name="replay-heartbeat")
-        self.es, self.index, self.meta = es, index, meta
+        self.store, self.index, self.meta = store, index, meta
         self.stopped = threading.Event()
 
     def beat(self, **changes: Any) -> None:
         self.meta.update(changes, heartbeat=time.time())
-        self.es.indices.put_mapping(index=self.index, meta={META_KEY: self.meta})
+        self.store.put_meta(self.index, {META_KEY: self.meta}, 30)
 
     def run(self) -> None:
-        from elasticsearch import TransportError, ApiError
-
         while not self.stopped.wait(HEARTBEAT_SECONDS):
             try:
                 self.beat()
-            except (ApiError, TransportError) as exc:  # the next beat retries; the scan goes on
+            except (RetryableError, ClusterError) as exc:  # the next beat retries; the scan goes on
                 log.warning("heartbeat_failed", error=str(exc))
 
 
@@ -184,7 +183,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     for orphan in found.orphans:
         log.warning("removing_orphan", index=orphan)
         print(f"removing {orphan}, left by an interrupted replay", flush=True)
-        w.es.indices.delete(index=orphan, ignore_unavailable=True)
+        w.store.delete_indices([orphan], 60)
     return Rebuild(w, args, mapping).run()
 
 
@@ -236,7 +235,7 @@ class Rebuild:
         w.store.create_index(self.index, body, 60)
         log.info("rebuild_started", index=self.index, alias=w.alias, table=w.table.name)
         print(f"building {self.index} for alias {w.alias!r} from table {w.table.name!r}", flush=True)
-        heartbeat = _Heartbeat(w.es, self.index, meta)
+        heartbeat = _Heartbeat(w.store, self.index, meta)
         heartbeat.start()
         return heartbeat
 
@@ -300,8 +299,8 @@ class Rebuild:
     def _swap(self, heartbeat: _Heartbeat) -> list[str]:
         """Move the alias to the new index in one call; returns the indices it left."""
         w = self.w
-        w.es.indices.put_settings(index=self.index, settings={"index": {"refresh_interval": None}})
-        w.es.indices.refresh(index=self.index)
+        w.store.put_settings(self.index, {"index": {"refresh_interval": None}}, 60)
+        w.store.refresh(self.index, 300)
         found = existing(w)  # the serving index may have been created meanwhile by the live path
         actions: list[dict[str, Any]] = [
             {"add": {"index": self.index, "alias": w.alias, "filter": ALIAS_FILTER, "is_write_index": True}},
@@ -310,19 +309,17 @@ class Rebuild:
         actions += [{"remove": {"index": old, "alias": w.alias}} for old in found.serving]
         if found.concrete:
             actions.append({"remove_index": {"index": w.alias}})
-        w.es.indices.update_aliases(actions=actions)
+        w.store.update_aliases(actions, 60)
         heartbeat.beat(state="complete", finished=time.time())
         log.info("alias_swapped", alias=w.alias, index=self.index, previous=found.serving)
         return found.serving
 
     def _abandon(self) -> None:
         """Interrupted or failed: the alias never moved; drop the half-built index."""
-        from elasticsearch import ApiError, TransportError
-
         try:
-            self.w.es.indices.delete(index=self.index, ignore_unavailable=True)
+            self.w.store.delete_indices([self.index], 60)
             print(f"replay stopped; {self.index} removed; alias {self.w.alias!r} unchanged", flush=True)
-        except (ApiError, TransportError) as exc:
+        except (RetryableError, ClusterError) as exc:
             print(f"replay stopped; could not remove {self.index} ({exc}); the next run will", flush=True)
 
     def _retire(self, old: list[str]) -> None:
@@ -330,7 +327,7 @@ class Rebuild:
             return
         # Live writers may still hold the old index in their target cache for a while.
         time.sleep(self.w.settings.targets_ttl + 1.0)
-        self.w.es.indices.delete(index=",".join(old), ignore_unavailable=True)
+        self.w.store.delete_indices(old, 60)
 
     def _report(self, old: list[str], seconds: float) -> int:
         c = self.counts

@@ -122,12 +122,10 @@ def table_digests(w: Wiring, segments: int, progress_enabled: bool) -> tuple[dic
 
 
 def find_drift(w: Wiring, segments: int, progress_enabled: bool) -> Drift:
-    from elasticsearch import helpers
-
     expected, bad = table_digests(w, segments, progress_enabled)
     drift = Drift(unconvertible=bad)
     seen: set[str] = set()
-    for hit in helpers.scan(w.es, index=w.alias, query={"query": {"match_all": {}}}, size=1000):
+    for hit in w.store.scan(w.alias, 120):
         doc_id = hit["_id"]
         seen.add(doc_id)
         entry = expected.get(doc_id)
@@ -143,7 +141,7 @@ def find_drift(w: Wiring, segments: int, progress_enabled: bool) -> Drift:
 
 def _current_document(w: Wiring, doc_id: str) -> dict[str, Any] | None:
     """What the alias shows for ``doc_id`` (None for nothing or a tombstone)."""
-    doc = w.es.mget(index=w.alias, ids=[doc_id])["docs"][0]
+    (doc,) = w.store.documents(w.alias, [doc_id], 30)
     source = doc.get("_source") if doc.get("found") else None
     if source is None or (source.get(RESERVED_FIELD) or {}).get("deleted"):
         return None
@@ -175,7 +173,7 @@ def fix(w: Wiring, drift: Drift) -> tuple[int, int]:
     changes: list[Change] = []
     ids = list(drift.missing) + list(drift.differing) + list(drift.extra)
     keys_by_id = {**drift.missing, **drift.differing, **drift.extra}
-    stored = w.es.mget(index=w.alias, ids=ids, source_includes=[f"{RESERVED_FIELD}.seq"])["docs"] if ids else []
+    stored = w.store.documents(w.alias, ids, 60, includes=[f"{RESERVED_FIELD}.seq"])
     for position, (doc_id, doc) in enumerate(zip(ids, stored)):
         sequence = SNAPSHOT_SEQUENCE
         if doc.get("found"):

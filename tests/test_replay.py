@@ -188,7 +188,7 @@ def test_a_table_without_a_stream_is_rebuilt_with_a_warning(sync, monkeypatch, c
     [
         (["--full"], {"TABLE_NAME": "Missing"}, "table 'Missing' does not exist"),
         (["--full"], {"TABLE_NAME": None}, "TABLE_NAME is required"),
-        (["--full"], {"ELASTICSEARCH_URL": "http://127.0.0.1:9"}, "cannot reach Elasticsearch"),
+        (["--full"], {"ELASTICSEARCH_URL": "http://127.0.0.1:9"}, "cannot reach the search cluster"),
         (["--full", "--mapping", "/nonexistent.json"], {}, "--mapping: cannot read"),
     ],
 )
