@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 _to_stderr = False
+_level: str | None = None
 
 
 class _LineLogger:
@@ -27,8 +28,11 @@ class _LineLogger:
 def configure(level: str = "INFO", to_stderr: bool = False) -> None:
     """JSON lines filtered at ``level``: on stdout in Lambda (CloudWatch parses them), on stderr
     for the CLIs, whose stdout carries their results."""
-    global _to_stderr
-    _to_stderr = to_stderr
+    global _to_stderr, _level
+    _to_stderr = to_stderr  # read per line by _LineLogger: no reconfiguration needed
+    if level == _level:
+        return  # reconfiguring would also undo a test's capture_logs
+    _level = level
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

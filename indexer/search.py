@@ -1,98 +1,103 @@
-"""The Elasticsearch adapter: the only module that talks to the cluster.
+"""The search-cluster seam: one store written once against the REST API, two transports.
 
-Library exceptions are translated here into :class:`RetryableError` (try again) or
-:class:`ClusterError` (stop and let Lambda redeliver), so the rest of the code never sees them.
+Every cluster call the product makes (the guard's ``mget`` and ``bulk``, alias lookups, index
+administration for replay) is a REST request written here once. A transport sends it with the
+backend's own client — ``elasticsearch`` (which refuses OpenSearch) or ``opensearch-py`` (which
+signs for Amazon OpenSearch Service) — and translates that client's exceptions into ours:
+:class:`RetryableError` (try again), :class:`ClusterError` (stop; Lambda redelivers), or
+:class:`HttpError` for answers the store interprets (404, 400).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+from urllib.parse import quote
 
 from .actions import Current, current_of
-from .records import RESERVED_FIELD
 from .errors import ClusterError, IndexerError, RetryableError
+from .records import RESERVED_FIELD
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_JSON = "application/json"
+_NDJSON = "application/x-ndjson"
 
 
 class MissingIndex(IndexerError):
     """A target index no longer exists: targets must be looked up again before writing."""
 
 
-class Store(Protocol):
-    """What the indexer needs from a search cluster."""
+class HttpError(ClusterError):
+    """A non-2xx answer that is neither transient nor an authentication failure."""
 
-    def current(self, pairs: Sequence[tuple[str, str]], timeout: float) -> dict[tuple[str, str], Current | None]: ...
-
-    def bulk(self, body: bytes, timeout: float) -> dict[str, Any]: ...
-
-    def aliases(self, names: Sequence[str], timeout: float) -> dict[str, list[str]]: ...
-
-    def create_index(self, name: str, body: dict[str, Any], timeout: float) -> bool: ...
-
-    def is_concrete_index(self, name: str, timeout: float) -> bool: ...
-
-    # Administration, for replay and verify.
-    def health(self, timeout: float) -> None: ...
-
-    def indices(self, pattern: str, timeout: float) -> dict[str, dict[str, Any]]: ...
-
-    def put_meta(self, index: str, meta: dict[str, Any], timeout: float) -> None: ...
-
-    def put_settings(self, index: str, settings: dict[str, Any], timeout: float) -> None: ...
-
-    def refresh(self, index: str, timeout: float) -> None: ...
-
-    def delete_indices(self, names: Sequence[str], timeout: float) -> None: ...
-
-    def update_aliases(self, actions: list[dict[str, Any]], timeout: float) -> None: ...
-
-    def documents(self, index: str, ids: Sequence[str], timeout: float,
-                  includes: Sequence[str] | None = None) -> list[dict[str, Any]]: ...
-
-    def scan(self, index: str, timeout: float) -> Iterator[dict[str, Any]]: ...
+    def __init__(self, status: int, body: Any, what: str) -> None:
+        self.status = status
+        self.body = body
+        reason = body.get("error") if isinstance(body, dict) else body
+        if isinstance(reason, dict):
+            reason = f"{reason.get('type')}: {reason.get('reason')}"
+        super().__init__(f"{what}: the cluster answered {status} ({str(reason)[:300]})")
 
 
-def _translate(exc: Exception, what: str) -> Exception:
-    """The package's exception for a client exception raised while doing ``what``."""
-    from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, TransportError
-
-    if isinstance(exc, (ConnectionError, ConnectionTimeout)):
-        return RetryableError(f"{what}: cannot reach Elasticsearch ({type(exc).__name__}: {exc})")
-    if isinstance(exc, ApiError):
-        status = exc.meta.status if exc.meta is not None else 0
-        if status in RETRY_STATUSES or status >= 500:
-            return RetryableError(f"{what}: Elasticsearch answered {status} ({exc.message})")
-        if status in (401, 403):
-            return ClusterError(
-                f"{what}: Elasticsearch refused the credentials ({status}); check "
-                "ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD"
-            )
-        return ClusterError(f"{what}: Elasticsearch answered {status} ({exc.message}: {exc.info})")
-    if isinstance(exc, TransportError):
-        return RetryableError(f"{what}: {type(exc).__name__}: {exc}")
-    raise exc
+def failure(status: int, body: Any, what: str) -> IndexerError:
+    """Our exception for a non-2xx answer to ``what``."""
+    if status in RETRY_STATUSES or status >= 500:
+        return RetryableError(f"{what}: the cluster answered {status}")
+    if status in (401, 403):
+        return ClusterError(
+            f"{what}: the cluster refused the credentials ({status}); check ELASTICSEARCH_API_KEY, "
+            "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD or the function's IAM role"
+        )
+    return HttpError(status, body, what)
 
 
-class ElasticsearchStore:
-    """:class:`Store` over an ``elasticsearch.Elasticsearch`` client (8.x)."""
+class Transport(Protocol):
+    """Sends one REST request with a backend's client; raises only our exception types."""
+
+    def request(self, method: str, path: str, what: str, timeout: float, *,
+                params: Mapping[str, Any] | None = None, body: Any = None, ndjson: bool = False) -> Any: ...
+
+
+class ElasticsearchTransport:
+    """Requests through ``elasticsearch.Elasticsearch`` (8.x)."""
 
     def __init__(self, client: Any) -> None:
-        self._client = client
+        self.client = client
 
-    def _call(self, timeout: float) -> Any:
-        return self._client.options(request_timeout=max(timeout, 0.1))
-
-    def current(self, pairs: Sequence[tuple[str, str]], timeout: float) -> dict[tuple[str, str], Current | None]:
+    def request(self, method: str, path: str, what: str, timeout: float, *,
+                params: Mapping[str, Any] | None = None, body: Any = None, ndjson: bool = False) -> Any:
         from elasticsearch import ApiError, TransportError
 
+        headers = {"accept": _JSON}
+        if body is not None:
+            headers["content-type"] = _NDJSON if ndjson else _JSON
+        try:
+            response = self.client.options(request_timeout=max(timeout, 0.1)).perform_request(
+                method, path, params=dict(params or {}), headers=headers, body=body)
+        except ApiError as exc:
+            raise failure(exc.meta.status if exc.meta is not None else 0, exc.body, what) from exc
+        except TransportError as exc:  # connection refused, timeouts, TLS
+            raise RetryableError(f"{what}: cannot reach the cluster ({type(exc).__name__}: {exc})") from exc
+        return response.body
+
+
+class SearchStore:
+    """Everything the indexer does to a cluster, as REST requests over a :class:`Transport`."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def _request(self, method: str, path: str, what: str, timeout: float, **options: Any) -> Any:
+        return self.transport.request(method, path, what, timeout, **options)
+
+    # The guard ------------------------------------------------------------------------------
+
+    def current(self, pairs: Sequence[tuple[str, str]], timeout: float) -> dict[tuple[str, str], Current | None]:
+        """What each (index, id) holds: its stored sequence and revision, or None."""
         if not pairs:
             return {}
         docs = [{"_index": index, "_id": doc_id} for index, doc_id in pairs]
-        try:
-            response = self._call(timeout).mget(docs=docs, source_includes=[f"{RESERVED_FIELD}.seq"])
-        except (ApiError, TransportError) as exc:
-            raise _translate(exc, "reading current documents") from exc
+        response = self._request("POST", "/_mget", "reading current documents", timeout,
+                                 params={"_source_includes": f"{RESERVED_FIELD}.seq"}, body={"docs": docs})
         found: dict[tuple[str, str], Current | None] = {}
         for pair, doc in zip(pairs, response["docs"]):
             error = doc.get("error")
@@ -105,25 +110,18 @@ class ElasticsearchStore:
         return found
 
     def bulk(self, body: bytes, timeout: float) -> dict[str, Any]:
-        from elasticsearch import ApiError, TransportError
+        return self._request("POST", "/_bulk", "bulk write", timeout, body=body, ndjson=True)
 
-        try:
-            return self._call(timeout).bulk(operations=body).body
-        except (ApiError, TransportError) as exc:
-            raise _translate(exc, "bulk write") from exc
+    # Aliases and indices -------------------------------------------------------------------
 
     def aliases(self, names: Sequence[str], timeout: float) -> dict[str, list[str]]:
         """Index → the aliases among ``names`` that point at it (missing names are left out)."""
-        from elasticsearch import ApiError, NotFoundError, TransportError
-
         try:
-            response = self._call(timeout).indices.get_alias(name=",".join(names))
-            body = response.body
-        except NotFoundError as exc:
-            # 404 when some names are missing; the body still lists the ones that exist.
-            body = exc.body if isinstance(exc.body, dict) else {}
-        except (ApiError, TransportError) as exc:
-            raise _translate(exc, "looking up aliases") from exc
+            body = self._request("GET", f"/_alias/{_names(names)}", "looking up aliases", timeout)
+        except HttpError as exc:
+            if exc.status != 404:
+                raise
+            body = exc.body if isinstance(exc.body, dict) else {}  # lists the names that exist
         return {
             index: sorted(entry.get("aliases", {}))
             for index, entry in body.items()
@@ -132,78 +130,86 @@ class ElasticsearchStore:
 
     def create_index(self, name: str, body: dict[str, Any], timeout: float) -> bool:
         """Create an index; False when it already exists (another writer won the race)."""
-        from elasticsearch import ApiError, TransportError
-
         try:
-            self._call(timeout).indices.create(index=name, **body)
-        except ApiError as exc:
-            if exc.meta.status == 400 and "resource_already_exists_exception" in str(exc.info):
+            self._request("PUT", f"/{_names([name])}", f"creating index {name}", timeout, body=body)
+        except HttpError as exc:
+            if exc.status == 400 and "resource_already_exists_exception" in str(exc.body):
                 return False
-            raise _translate(exc, f"creating index {name}") from exc
-        except TransportError as exc:
-            raise _translate(exc, f"creating index {name}") from exc
+            raise
         return True
 
     def is_concrete_index(self, name: str, timeout: float) -> bool:
-        from elasticsearch import ApiError, TransportError
-
-        try:
-            response = self._call(timeout).indices.get(index=name, ignore_unavailable=True)
-        except (ApiError, TransportError) as exc:
-            raise _translate(exc, f"looking up index {name}") from exc
-        return name in response.body
-
-    # Administration, for replay and verify ------------------------------------------------
-
-    def _admin(self, what: str, call: Any) -> Any:
-        from elasticsearch import ApiError, TransportError
-
-        try:
-            return call()
-        except (ApiError, TransportError) as exc:
-            raise _translate(exc, what) from exc
+        return name in self.indices(name, timeout)
 
     def health(self, timeout: float) -> None:
-        self._admin("checking cluster health", lambda: self._call(timeout).cluster.health())
+        self._request("GET", "/_cluster/health", "checking cluster health", timeout)
 
     def indices(self, pattern: str, timeout: float) -> dict[str, dict[str, Any]]:
         """Index name → its definition (mappings with ``_meta``, settings, aliases)."""
-        return dict(self._admin(f"listing {pattern}", lambda: self._call(timeout).indices.get(
-            index=pattern, ignore_unavailable=True, allow_no_indices=True)).body)
+        return dict(self._request("GET", f"/{_names([pattern])}", f"listing {pattern}", timeout,
+                                  params={"ignore_unavailable": "true", "allow_no_indices": "true"}))
 
     def put_meta(self, index: str, meta: dict[str, Any], timeout: float) -> None:
-        self._admin(f"updating {index} _meta", lambda: self._call(timeout).indices.put_mapping(index=index, meta=meta))
+        self._request("PUT", f"/{_names([index])}/_mapping", f"updating {index} _meta", timeout,
+                      body={"_meta": meta})
 
     def put_settings(self, index: str, settings: dict[str, Any], timeout: float) -> None:
-        self._admin(f"updating {index} settings",
-                    lambda: self._call(timeout).indices.put_settings(index=index, settings=settings))
+        self._request("PUT", f"/{_names([index])}/_settings", f"updating {index} settings", timeout, body=settings)
 
     def refresh(self, index: str, timeout: float) -> None:
-        self._admin(f"refreshing {index}", lambda: self._call(timeout).indices.refresh(index=index))
+        self._request("POST", f"/{_names([index])}/_refresh", f"refreshing {index}", timeout)
 
     def delete_indices(self, names: Sequence[str], timeout: float) -> None:
         if names:
-            self._admin(f"deleting {', '.join(names)}", lambda: self._call(timeout).indices.delete(
-                index=",".join(names), ignore_unavailable=True))
+            self._request("DELETE", f"/{_names(names)}", f"deleting {', '.join(names)}", timeout,
+                          params={"ignore_unavailable": "true"})
 
     def update_aliases(self, actions: list[dict[str, Any]], timeout: float) -> None:
-        self._admin("moving aliases", lambda: self._call(timeout).indices.update_aliases(actions=actions))
+        self._request("POST", "/_aliases", "moving aliases", timeout, body={"actions": actions})
+
+    # Reading documents ----------------------------------------------------------------------
 
     def documents(self, index: str, ids: Sequence[str], timeout: float,
                   includes: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Raw ``mget`` entries (tombstones included: mget ignores alias filters)."""
         if not ids:
             return []
-        options: dict[str, Any] = {"index": index, "ids": list(ids)}
-        if includes is not None:
-            options["source_includes"] = list(includes)
-        return list(self._admin(f"reading from {index}", lambda: self._call(timeout).mget(**options))["docs"])
+        params = {"_source_includes": ",".join(includes)} if includes is not None else None
+        return list(self._request("POST", f"/{_names([index])}/_mget", f"reading from {index}", timeout,
+                                  params=params, body={"ids": list(ids)})["docs"])
 
     def scan(self, index: str, timeout: float) -> Iterator[dict[str, Any]]:
         """Every hit the index (or alias, filter applied) shows, by scroll."""
-        from elasticsearch import ApiError, TransportError, helpers
-
+        page = self._request("POST", f"/{_names([index])}/_search", f"scrolling {index}", timeout,
+                             params={"scroll": "2m"},
+                             body={"size": 1000, "sort": ["_doc"], "query": {"match_all": {}}})
+        scroll_id = page.get("_scroll_id")
         try:
-            yield from helpers.scan(self._call(timeout), index=index, query={"query": {"match_all": {}}}, size=1000)
-        except (ApiError, TransportError) as exc:
-            raise _translate(exc, f"scrolling {index}") from exc
+            while page["hits"]["hits"]:
+                yield from page["hits"]["hits"]
+                page = self._request("POST", "/_search/scroll", f"scrolling {index}", timeout,
+                                     body={"scroll": "2m", "scroll_id": scroll_id})
+                scroll_id = page.get("_scroll_id", scroll_id)
+        finally:
+            if scroll_id:
+                try:
+                    self._request("DELETE", "/_search/scroll", "clearing a scroll", timeout,
+                                  body={"scroll_id": [scroll_id]})
+                except (RetryableError, ClusterError):
+                    pass  # an abandoned scroll expires by itself after 2 minutes
+
+
+def _names(names: Sequence[str]) -> str:
+    """Index names for a URL path (wildcards and commas kept)."""
+    return ",".join(quote(name, safe="*-_.+") for name in names)
+
+
+class ElasticsearchStore(SearchStore):
+    """The store over an ``elasticsearch.Elasticsearch`` client."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(ElasticsearchTransport(client))
+
+
+#: The protocol other modules type against; :class:`SearchStore` is its implementation.
+Store = SearchStore
