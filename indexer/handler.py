@@ -27,56 +27,19 @@ _settings: Settings | None = None
 
 
 def elasticsearch_client(settings: Settings, exact_numbers: bool = False) -> Any:
-    """An Elasticsearch client for ``settings``: our own retries, TLS verified unless told not.
+    """Kept for callers of the first release; see :func:`indexer.backends.elasticsearch_client`."""
+    from .backends import elasticsearch_client as build
 
-    ``exact_numbers`` parses JSON decimals in responses as ``Decimal`` (verify compares
-    ``_source`` with the table digit for digit)."""
-    from elasticsearch import Elasticsearch
-
-    options: dict[str, Any] = {
-        "request_timeout": settings.request_timeout,
-        "max_retries": 0,
-        "retry_on_timeout": False,
-        "verify_certs": settings.verify_certs,
-        "http_compress": False,
-    }
-    if settings.ca_certs:
-        options["ca_certs"] = settings.ca_certs
-    if not settings.verify_certs:
-        options["ssl_show_warn"] = False
-    if settings.api_key:
-        options["api_key"] = settings.api_key
-    elif settings.username:
-        options["basic_auth"] = (settings.username, settings.password)
-    if exact_numbers:
-        options["serializers"] = _exact_serializers()
-    return Elasticsearch(settings.elasticsearch_url, **options)
-
-
-def _exact_serializers() -> dict[str, Any]:
-    import json
-    from decimal import Decimal
-
-    from elasticsearch.serializer import CompatibilityModeJsonSerializer, JsonSerializer
-
-    class ExactJson(JsonSerializer):
-        def json_loads(self, data: bytes) -> Any:
-            return json.loads(data, parse_float=Decimal)
-
-    class ExactCompatibilityJson(CompatibilityModeJsonSerializer):
-        def json_loads(self, data: bytes) -> Any:
-            return json.loads(data, parse_float=Decimal)
-
-    return {ExactJson.mimetype: ExactJson(), ExactCompatibilityJson.mimetype: ExactCompatibilityJson()}
+    return build(settings, exact_numbers)
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """The adapters for one container: Elasticsearch store, target cache, dead-letter queue."""
+    from .backends import store_for
     from .deadletter import SqsDeadLetters
     from .layout import Targets
-    from .search import ElasticsearchStore
 
-    store = ElasticsearchStore(elasticsearch_client(settings))
+    store = store_for(settings)
     assert settings.dlq_url is not None
     return Pipeline(
         store=store,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -16,6 +17,9 @@ from .records import alias_problem
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 BACKENDS = ("elasticsearch", "opensearch")
+AUTH_MODES = ("none", "basic", "api_key", "sigv4")
+SIGV4_SERVICES = ("es", "aoss")
+_AWS_HOST = re.compile(r".*\.([a-z0-9-]+)\.(es|aoss)\.amazonaws\.com")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -29,6 +33,10 @@ class Settings:
     ca_certs: str | None = None
     verify_certs: bool = True
     search_backend: str = "elasticsearch"
+    #: How requests are authenticated: none, basic, api_key, or sigv4 (Amazon OpenSearch Service).
+    search_auth: str = "none"
+    aws_region: str | None = None
+    sigv4_service: str = "es"
     table_name: str | None = None
     #: The alias users search; None means "the table name of each record's stream, lower-cased".
     index_name: str | None = None
@@ -47,7 +55,7 @@ class Settings:
         return (
             f"Settings(elasticsearch_url={self.elasticsearch_url!r}, index_name={self.index_name!r}, "
             f"table_name={self.table_name!r}, dlq_url={self.dlq_url!r}, backend={self.search_backend!r}, "
-            f"auth={'api_key' if self.api_key else 'basic' if self.username else 'none'})"
+            f"auth={self.search_auth!r})"
         )
 
     @classmethod
@@ -88,8 +96,27 @@ class Settings:
         backend = (get("SEARCH_BACKEND") or "elasticsearch").lower()
         if backend not in BACKENDS:
             raise SettingsError(f"SEARCH_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend == "opensearch":
-            raise SettingsError("SEARCH_BACKEND=opensearch is not supported yet: use elasticsearch")
+        api_key = get("ELASTICSEARCH_API_KEY")
+        aws_host = _AWS_HOST.fullmatch(parts.hostname or "")
+        auth = (get("SEARCH_AUTH") or (
+            "api_key" if api_key else "basic" if username
+            else "sigv4" if backend == "opensearch" and aws_host else "none")).lower()
+        if auth not in AUTH_MODES:
+            raise SettingsError(f"SEARCH_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+        if auth == "api_key" and not api_key:
+            raise SettingsError("SEARCH_AUTH=api_key needs ELASTICSEARCH_API_KEY")
+        if auth == "basic" and not username:
+            raise SettingsError("SEARCH_AUTH=basic needs ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD")
+        if auth == "api_key" and backend == "opensearch":
+            raise SettingsError("ELASTICSEARCH_API_KEY is an Elasticsearch feature: OpenSearch takes basic auth or SigV4")
+        if auth == "sigv4" and backend != "opensearch":
+            raise SettingsError("SEARCH_AUTH=sigv4 signs for Amazon OpenSearch Service: set SEARCH_BACKEND=opensearch")
+        region = get("AWS_REGION") or get("AWS_DEFAULT_REGION") or (aws_host.group(1) if aws_host else None)
+        if auth == "sigv4" and not region:
+            raise SettingsError("AWS_REGION is required to sign requests with SigV4 (SEARCH_AUTH=sigv4)")
+        service = (get("SIGV4_SERVICE") or (aws_host.group(2) if aws_host else "es")).lower()
+        if service not in SIGV4_SERVICES:
+            raise SettingsError(f"SIGV4_SERVICE must be es or aoss, got {service!r}")
 
         table = get("TABLE_NAME")
         index = get("INDEX_NAME") or (table.lower() if table else None)
@@ -111,12 +138,15 @@ class Settings:
 
         return cls(
             elasticsearch_url=url.rstrip("/"),
-            api_key=get("ELASTICSEARCH_API_KEY"),
+            api_key=api_key,
             username=username,
             password=password,
             ca_certs=ca_certs,
             verify_certs=verify in _TRUE,
             search_backend=backend,
+            search_auth=auth,
+            aws_region=region,
+            sigv4_service=service,
             table_name=table,
             index_name=index,
             dlq_url=dlq_url,

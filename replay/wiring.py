@@ -8,8 +8,8 @@ from typing import Any, Mapping
 
 from indexer import logs
 from indexer.errors import ClusterError, RetryableError, SettingsError
-from indexer.handler import elasticsearch_client
-from indexer.search import ElasticsearchStore, Store
+from indexer.backends import store_for
+from indexer.search import Store
 from indexer.settings import Settings
 
 from . import table as tables
@@ -29,7 +29,7 @@ def wire(env: Mapping[str, str], exact_numbers: bool = False) -> Wiring:
     settings = Settings.from_env(env, require=("TABLE_NAME",))
     logs.configure(settings.log_level, to_stderr=True)
     assert settings.table_name is not None and settings.index_name is not None
-    store = ElasticsearchStore(elasticsearch_client(settings, exact_numbers=exact_numbers))
+    store = store_for(settings, exact_numbers=exact_numbers)
     check_cluster(store, settings.elasticsearch_url)
     dynamodb = tables.client()
     table = tables.describe(dynamodb, settings.table_name)

@@ -162,7 +162,7 @@ import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
-from events import event  # noqa: E402
+from stream_events import event  # noqa: E402
 from indexer import handler as lambda_handler  # noqa: E402
 from indexer.records import RESERVED_FIELD  # noqa: E402
 

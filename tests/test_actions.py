@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from events import SEQUENCE_BASE, put, remove
+from stream_events import SEQUENCE_BASE, put, remove
 from indexer.actions import (
     UNKNOWN_SEQUENCE,
     Current,

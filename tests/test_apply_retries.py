@@ -6,7 +6,7 @@ test_handler.py), and a script makes per-item 429s and partial failures exact.
 
 from __future__ import annotations
 
-from events import SEQUENCE_BASE, put
+from stream_events import SEQUENCE_BASE, put
 from indexer.actions import Current
 from indexer.apply import Deadline, RetryPolicy, apply
 from indexer.errors import ClusterError, RetryableError

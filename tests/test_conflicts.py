@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from events import put
+from stream_events import put
 from indexer.apply import Deadline
 from indexer.handler import build_pipeline
 from indexer.settings import Settings

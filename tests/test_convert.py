@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events import shared_event
+from stream_events import shared_event
 from indexer import convert
 from indexer.convert import ConversionError
 from indexer.encode import dumps

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from conftest import LambdaContext
-from events import SEQUENCE_BASE, put, record, remove, shared_event
+from stream_events import SEQUENCE_BASE, put, record, remove, shared_event
 from indexer import handler as lambda_handler
 
 pytestmark = pytest.mark.es

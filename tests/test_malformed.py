@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import pytest
 
-from events import put, record
+from stream_events import put, record
 
 pytestmark = pytest.mark.es
 

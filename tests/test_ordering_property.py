@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import record
+from stream_events import record
 from indexer.apply import Deadline
 from indexer.handler import build_pipeline
 from indexer.settings import Settings

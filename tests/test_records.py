@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from events import SEQUENCE_BASE, put, record, remove, shared_event
+from stream_events import SEQUENCE_BASE, put, record, remove, shared_event
 from indexer.errors import RecordError
 from indexer.records import collapse, change_of, padded_sequence, records_of, table_of
 

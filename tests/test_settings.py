@@ -1,0 +1,74 @@
+"""Settings: one validated object; each mistake named in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexer.errors import SettingsError
+from indexer.settings import Settings
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env(env)
+
+
+def test_defaults_follow_the_contract():
+    s = settings(TABLE_NAME="My.Table")
+    assert s.elasticsearch_url == "http://localhost:9200" and s.index_name == "my.table"
+    assert s.search_backend == "elasticsearch" and s.search_auth == "none" and s.verify_certs
+
+
+def test_credentials_choose_the_authentication():
+    assert settings(ELASTICSEARCH_API_KEY="k").search_auth == "api_key"
+    assert settings(ELASTICSEARCH_USERNAME="u", ELASTICSEARCH_PASSWORD="p").search_auth == "basic"
+
+
+def test_amazon_opensearch_hosts_are_signed_with_sigv4_for_their_region_and_service():
+    s = settings(SEARCH_BACKEND="opensearch", ELASTICSEARCH_URL="https://search-x-abc.eu-west-1.es.amazonaws.com")
+    assert (s.search_auth, s.aws_region, s.sigv4_service) == ("sigv4", "eu-west-1", "es")
+    s = settings(SEARCH_BACKEND="opensearch", ELASTICSEARCH_URL="https://abc.us-east-2.aoss.amazonaws.com")
+    assert (s.search_auth, s.aws_region, s.sigv4_service) == ("sigv4", "us-east-2", "aoss")
+    s = settings(SEARCH_BACKEND="opensearch", ELASTICSEARCH_URL="http://localhost:9200")
+    assert s.search_auth == "none"
+
+
+def test_secrets_never_show_in_the_settings_repr():
+    s = settings(ELASTICSEARCH_USERNAME="u", ELASTICSEARCH_PASSWORD="hunter2", DLQ_URL="https://q")
+    assert "hunter2" not in repr(s) and "basic" in repr(s)
+    assert "sekrit" not in repr(settings(ELASTICSEARCH_API_KEY="sekrit"))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ELASTICSEARCH_URL": "localhost:9200"}, "ELASTICSEARCH_URL must be an http:// or https:// URL"),
+        ({"ELASTICSEARCH_URL": "https://u:p@host"}, "must not hold credentials"),
+        ({"ELASTICSEARCH_USERNAME": "u"}, "must be set together"),
+        ({"ELASTICSEARCH_VERIFY_CERTS": "maybe"}, "ELASTICSEARCH_VERIFY_CERTS must be true or false"),
+        ({"ELASTICSEARCH_CA_CERTS": "/no/such.pem"}, "ELASTICSEARCH_CA_CERTS names no file"),
+        ({"SEARCH_BACKEND": "solr"}, "SEARCH_BACKEND must be one of"),
+        ({"SEARCH_AUTH": "kerberos"}, "SEARCH_AUTH must be one of"),
+        ({"SEARCH_AUTH": "sigv4"}, "set SEARCH_BACKEND=opensearch"),
+        ({"SEARCH_BACKEND": "opensearch", "SEARCH_AUTH": "sigv4"}, "AWS_REGION is required"),
+        ({"SEARCH_BACKEND": "opensearch", "ELASTICSEARCH_API_KEY": "k"}, "OpenSearch takes basic auth or SigV4"),
+        ({"SEARCH_BACKEND": "opensearch", "SIGV4_SERVICE": "s3"}, "SIGV4_SERVICE must be es or aoss"),
+        ({"INDEX_NAME": "Bad Name"}, "INDEX_NAME 'Bad Name' cannot name an Elasticsearch alias"),
+        ({"TABLE_NAME": "_hidden"}, "TABLE_NAME (lower-cased, as the default INDEX_NAME)"),
+        ({"DLQ_URL": "queue"}, "DLQ_URL must be an SQS queue URL"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
+        ({"ELASTICSEARCH_TIMEOUT": "soon"}, "ELASTICSEARCH_TIMEOUT must be a number"),
+        ({"RETRY_MAX_ATTEMPTS": "0"}, "RETRY_MAX_ATTEMPTS must be greater than 0"),
+        ({"INDEX_MAPPING": "{nope"}, "INDEX_MAPPING: its value is not valid JSON"),
+        ({"INDEX_MAPPING": "/no/such/file.json"}, "INDEX_MAPPING is neither JSON nor a readable file"),
+        ({"INDEX_MAPPING": '{"aliases": {}}'}, 'INDEX_MAPPING must be a JSON object with "settings"'),
+    ],
+)
+def test_each_bad_setting_is_named(env, message):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_required_variables_are_named_with_what_to_do():
+    with pytest.raises(SettingsError, match="DLQ_URL is required: set it to the URL of the SQS queue"):
+        Settings.from_env({}, require=("DLQ_URL",))
