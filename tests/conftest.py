@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import es_local  # scripts/ is on pythonpath (pyproject [tool.pytest.ini_options])
 import pytest
-from elasticsearch import Elasticsearch
+from cluster import Cluster
 
 # ==========================================================================
 # 1. Elasticsearch
@@ -28,6 +28,18 @@ from elasticsearch import Elasticsearch
 # ==========================================================================
 
 ES_START_TIMEOUT = float(os.environ.get("ES_LOCAL_START_TIMEOUT", "180"))
+
+# Which server the session runs: SEARCH_BACKEND=opensearch starts OpenSearch
+# (es_local's 2.19.6 integ-test zip) instead of Elasticsearch.  Read once at
+# import, before any test's monkeypatch touches the variable.
+SEARCH_BACKEND = os.environ.get("SEARCH_BACKEND", "elasticsearch")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if SEARCH_BACKEND not in es_local.DISTRIBUTIONS:
+        raise pytest.UsageError(
+            f"SEARCH_BACKEND={SEARCH_BACKEND!r}: expected one of {', '.join(es_local.DISTRIBUTIONS)}"
+        )
 
 
 def _redact(url: str) -> str:
@@ -63,11 +75,15 @@ def es_url() -> Iterator[str]:
         yield external
         return
 
-    with es_local.claim("pytest") as name:
+    # A name per backend, so alternating sessions do not wipe and switch one instance.
+    base = "pytest" if SEARCH_BACKEND == "elasticsearch" else f"pytest-{SEARCH_BACKEND}"
+    with es_local.claim(base) as name:
         try:
-            inst = es_local.start(name=name, fresh=True, timeout=ES_START_TIMEOUT)
+            inst = es_local.start(
+                name=name, fresh=True, timeout=ES_START_TIMEOUT, distribution=SEARCH_BACKEND
+            )
         except es_local.LaunchError as e:
-            pytest.fail(f"could not start local Elasticsearch: {e}", pytrace=False)
+            pytest.fail(f"could not start local {SEARCH_BACKEND}: {e}", pytrace=False)
         try:
             yield inst.url
         finally:
@@ -75,9 +91,9 @@ def es_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def es_client(es_url: str) -> Iterator[Elasticsearch]:
+def es_client(es_url: str) -> Iterator[Cluster]:
     """Client for the session's Elasticsearch (see es_url)."""
-    client = Elasticsearch(es_url, request_timeout=30)
+    client = Cluster(es_url)
     try:
         yield client
     finally:
@@ -116,7 +132,8 @@ class PrivateES:
         """Start (or restart on the same port with the same data); waits for health."""
         port = self._instance.port if self._instance is not None else None
         self._instance = es_local.start(
-            name=self.name, port=port, heap=self.heap, timeout=ES_START_TIMEOUT
+            name=self.name, port=port, heap=self.heap, timeout=ES_START_TIMEOUT,
+            distribution=SEARCH_BACKEND,
         )
         return self._instance
 
@@ -127,10 +144,9 @@ class PrivateES:
     def is_running(self) -> bool:
         return es_local.is_running(self.name) is not None
 
-    def client(self, **kwargs: object) -> Elasticsearch:
-        """A new client for this instance (caller closes it)."""
-        kwargs.setdefault("request_timeout", 30)
-        return Elasticsearch(self.url, **kwargs)  # type: ignore[arg-type]
+    def client(self) -> Cluster:
+        """A plain-HTTP client for this instance, whichever backend it runs."""
+        return Cluster(self.url)
 
 
 @pytest.fixture
@@ -202,7 +218,7 @@ class Sync:
     """The Lambda handler, configured through the environment as in production."""
 
     alias: str
-    es: Elasticsearch
+    es: Cluster
     queue_url: str
     monkeypatch: pytest.MonkeyPatch
     _letters: list[dict[str, Any]] = field(default_factory=list)
@@ -249,15 +265,16 @@ class Sync:
 
 
 @pytest.fixture
-def sync(aws: None, es_client: Elasticsearch, es_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sync]:
+def sync(aws: None, es_client: Cluster, es_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sync]:
     """The handler on a fresh alias of the session's Elasticsearch, with a moto dead-letter queue."""
     import boto3
 
     alias = f"test-{uuid.uuid4().hex[:10]}"
     queue_url = boto3.client("sqs").create_queue(QueueName=f"dlq-{alias}")["QueueUrl"]
     for name in ("TABLE_NAME", "INDEX_MAPPING", "ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME",
-                 "ELASTICSEARCH_PASSWORD", "SEARCH_BACKEND"):
+                 "ELASTICSEARCH_PASSWORD", "SEARCH_AUTH"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SEARCH_BACKEND", SEARCH_BACKEND)
     monkeypatch.setenv("ELASTICSEARCH_URL", es_url)
     monkeypatch.setenv("INDEX_NAME", alias)
     monkeypatch.setenv("DLQ_URL", queue_url)

@@ -12,8 +12,7 @@ import pytest
 
 from indexer import convert
 from indexer.ids import document_id
-from indexer.handler import elasticsearch_client
-from indexer.settings import Settings
+from cluster import Cluster
 from replay import cli
 from replay.verify import canonical
 from replay import full as replay_full
@@ -41,7 +40,7 @@ def alias_equals_table(sync) -> None:
         document_id({"pk": item["pk"], "sk": item["sk"]}): canonical(convert.item(item))
         for item in scan_all(sync.table)
     }
-    exact = elasticsearch_client(Settings(elasticsearch_url=sync.es_url), exact_numbers=True)
+    exact = Cluster(sync.es_url, exact=True)
     exact.indices.refresh(index=sync.alias)
     hits = exact.search(index=sync.alias, size=10_000)["hits"]["hits"]
     shown = {hit["_id"]: canonical({k: v for k, v in hit["_source"].items() if k != "_ddb"}) for hit in hits}
