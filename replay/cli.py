@@ -65,7 +65,9 @@ def parser() -> argparse.ArgumentParser:
     redrive.add_argument("--max-messages", type=_positive_int, help="stop after this many messages")
     redrive.add_argument("--max-attempts", type=_positive_int, default=5,
                          help="after this many failed attempts a message moves to the parking queue (default 5)")
-    redrive.add_argument("--parking-queue-url", help="queue for messages past --max-attempts (default: DLQ_URL with a -parking suffix)")
+    redrive.add_argument("--parking-queue-url",
+                         help="queue for messages past --max-attempts and unreadable ones (default: PARKING_QUEUE_URL, "
+                              "else DLQ_URL's queue with -parking appended, if that queue exists)")
     redrive.add_argument("--dry-run", action="store_true", help="say what would happen per message, change nothing")
     return p
 
@@ -120,5 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m replay: failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("python -m replay: interrupted; the alias still points at the complete index", file=sys.stderr)
+        what = "the alias still points at the complete index" if args.full else "nothing was left half done"
+        print(f"python -m replay: interrupted; {what}", file=sys.stderr)
         return 130

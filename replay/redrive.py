@@ -1,0 +1,104 @@
+"""``python -m replay --redrive``: put dead-lettered records back through the ordering guard.
+
+Each batch of messages is read back into stream records, collapsed per document and applied
+by ``indexer.apply.apply``, exactly as the handler applies a Lambda batch: a record older than
+what the index holds is skipped, never applied, so redrive is safe to run twice and while live
+sync or a replay is running. docs/redrive.md describes the messages understood, the attempt
+and parking policy, the summary and the exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Mapping
+
+import structlog
+
+from indexer import logs
+from indexer.errors import SettingsError
+from indexer.handler import build_pipeline
+from indexer.settings import Settings
+
+from . import messages
+from .readback import Readback
+from .redrive_engine import Redrive
+from .redrive_report import text
+from .sqs import Queue
+
+log = structlog.get_logger("replay.redrive")
+
+
+def parking_queue(args: argparse.Namespace, env: Mapping[str, str], dlq_url: str) -> tuple[Queue | None, str]:
+    """The parking queue (None when there is none), and the default's URL for hints.
+
+    ``--parking-queue-url``, else ``PARKING_QUEUE_URL``: it must exist. Else the dead-letter
+    queue's URL with ``-parking`` appended, used only when that queue exists: redrive creates
+    no infrastructure."""
+    default = messages.parking_url(dlq_url)
+    flag = getattr(args, "parking_queue_url", None)
+    explicit = flag or (env.get("PARKING_QUEUE_URL") or "").strip() or None
+    if explicit is None:
+        queue = Queue(default)
+        try:
+            found = queue.count("the default parking queue") is not None
+        except SettingsError as exc:  # e.g. no permission on a queue nobody asked for
+            log.info("default_parking_queue_unusable", queue_url=default, error=str(exc))
+            found = False
+        return (queue if found else None), default
+    name = "--parking-queue-url" if flag else "PARKING_QUEUE_URL"
+    if not explicit.startswith(("https://", "http://")):
+        raise SettingsError(f"{name} must be an SQS queue URL (https://...), got {explicit!r}")
+    if explicit.rstrip("/") == dlq_url.rstrip("/"):
+        raise SettingsError(f"{name} names the dead-letter queue itself: give a separate queue for parked messages")
+    queue = Queue(explicit)
+    if queue.count(name) is None:
+        raise SettingsError(f"{name} names no queue: {explicit} (create it, or leave it unset)")
+    return queue, default
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Redrive the dead-letter queue: 0 when every message was redriven or stale (or there were
+    none), 1 when any failed again, was parked, unreadable, gone or left unresolved."""
+    started = time.perf_counter()
+    settings = Settings.from_env(env, require=("DLQ_URL",))
+    logs.configure(settings.log_level, to_stderr=True)
+    assert settings.dlq_url is not None
+    dlq = Queue(settings.dlq_url)
+    waiting = dlq.count("DLQ_URL (--queue-url)")
+    if waiting is None:
+        raise SettingsError(f"DLQ_URL (--queue-url) names no queue: {settings.dlq_url}")
+    parking, default_parking = parking_queue(args, env, settings.dlq_url)
+    from .wiring import check_cluster
+
+    pipeline = build_pipeline(settings)
+    check_cluster(pipeline.store, settings.elasticsearch_url)
+    redrive = Redrive(
+        store=pipeline.store,
+        targets=pipeline.targets,
+        dlq=dlq,
+        parking=parking,
+        readback=Readback(),
+        default_alias=settings.index_name,
+        table_name=settings.table_name,
+        max_attempts=args.max_attempts,
+        dry_run=bool(getattr(args, "dry_run", False)),
+        policy=pipeline.policy,
+        time_budget=settings.time_budget,
+        parking_hint=default_parking,
+        out=sys.stdout,
+    )
+    max_messages = getattr(args, "max_messages", None)
+    from .progress import Progress
+
+    total = min(waiting, max_messages) if max_messages else waiting
+    progress = Progress("redrive", total or None, unit="messages", enabled=not getattr(args, "no_progress", False))
+    try:
+        summary = redrive.run(max_messages, progress)
+    finally:
+        progress.close()
+    print(text(summary), flush=True)
+    log.info("redrive_done", queue_url=settings.dlq_url, dry_run=summary.dry_run, stopped=summary.stopped or None,
+             ms=round((time.perf_counter() - started) * 1000, 1), **summary.counts())
+    return summary.exit_code()
