@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Build what infra/serverless.yml deploys and package it, with no AWS account and no network.
+#
+#   scripts/package_infra.sh [--stage STAGE] [--region REGION] [--offline] [--deps-only]
+#
+#   1. npm ci: the pinned Serverless Framework v3 into infra/node_modules (when the lock changed);
+#   2. pip: the Lambda layer infra/layer/python from infra/requirements.txt, as wheels for the
+#      Lambda platform (manylinux2014_x86_64, CPython 3.12), when the file changed;
+#   3. serverless package: CloudFormation templates and zips in infra/.serverless/.
+#
+# Steps 1 and 2 need the npm and Python package registries; --deps-only stops after them (run
+# it before `serverless deploy`). Step 3 makes one AWS call: Serverless v3 asks CloudFormation
+# for the stack's outputs (DescribeStacks) to reuse an unchanged layer upload. Here moto's proxy
+# answers it on loopback ("stack does not exist", as before a first deploy), with fake
+# credentials. --offline runs step 3 in a new network namespace with only loopback (needs root
+# or user namespaces): proof that nothing else is fetched.
+#
+# Environment: PYTHON, a Python with moto installed (default: .venv/bin/python, else python3).
+set -euo pipefail
+
+stage=test
+region=us-east-1
+offline=0
+deps_only=0
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+fail() { echo "package_infra.sh: $1" >&2; exit 2; }
+while (($#)); do
+  case "$1" in
+    --stage) [[ -n "${2:-}" ]] || fail "--stage needs a value"; stage="$2"; shift 2 ;;
+    --region) [[ -n "${2:-}" ]] || fail "--region needs a value"; region="$2"; shift 2 ;;
+    --offline) offline=1; shift ;;
+    --deps-only) deps_only=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) fail "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+infra="$root/infra"
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$root/.venv/bin/python" ]]; then PYTHON="$root/.venv/bin/python"; else PYTHON=python3; fi
+fi
+for tool in npm node "$PYTHON"; do
+  command -v "$tool" >/dev/null 2>&1 || fail "$tool is needed and not on PATH"
+done
+
+stamp_of() { cat "$@" | cksum | cut -d' ' -f1; }
+
+# 1. Serverless Framework, exactly as locked.
+lock_stamp="$(stamp_of "$infra/package.json" "$infra/package-lock.json")"
+if [[ ! -x "$infra/node_modules/.bin/serverless" || "$(cat "$infra/node_modules/.stamp" 2>/dev/null)" != "$lock_stamp" ]]; then
+  echo "== npm ci (infra/node_modules)" >&2
+  (cd "$infra" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  echo "$lock_stamp" >"$infra/node_modules/.stamp"
+fi
+
+# 2. The dependencies layer: wheels for the Lambda platform, never this machine's.
+layer_stamp="$(stamp_of "$infra/requirements.txt")"
+if [[ ! -d "$infra/layer/python" || "$(cat "$infra/layer/.stamp" 2>/dev/null)" != "$layer_stamp" ]]; then
+  echo "== pip install --target infra/layer/python (manylinux2014_x86_64, cp312)" >&2
+  rm -rf "$infra/layer"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-compile \
+    --target "$infra/layer/python" \
+    --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 --abi cp312 \
+    --only-binary=:all: \
+    -r "$infra/requirements.txt" >&2
+  echo "$layer_stamp" >"$infra/layer/.stamp"
+fi
+((deps_only)) && exit 0
+
+# 3. serverless package, its one AWS call answered by moto's proxy on loopback.
+ca_cert="$("$PYTHON" -c 'import os, moto.moto_proxy as p; print(os.path.join(os.path.dirname(p.__file__), "ca.crt"))' 2>/dev/null)" \
+  || fail "$PYTHON has no moto (pip install 'moto[server]'), needed to answer DescribeStacks"
+port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+
+run_package() {
+  set -euo pipefail
+  # Globals, not locals: the EXIT trap runs after this function has returned.
+  proxy_log="$(mktemp)"
+  "$PYTHON" -c 'import sys; from moto.proxy import main; sys.exit(main())' -H 127.0.0.1 -p "$port" >"$proxy_log" 2>&1 &
+  proxy_pid=$!
+  trap 'kill "$proxy_pid" 2>/dev/null || true; rm -f "$proxy_log"' EXIT
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    kill -0 "$proxy_pid" 2>/dev/null || { cat "$proxy_log" >&2; echo "package_infra.sh: moto proxy did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  # Serverless must not call home: no telemetry, update or notification checks, no dashboard.
+  export SLS_TELEMETRY_DISABLED=1 SLS_TRACKING_DISABLED=1 SLS_NOTIFICATIONS_MODE=off
+  export SLS_INTERACTIVE_SETUP_DISABLE=1 CI="${CI:-true}"
+  # Fake credentials (packaging needs no account) and every AWS call to moto on loopback.
+  export AWS_ACCESS_KEY_ID=packaging-needs-no-account AWS_SECRET_ACCESS_KEY=packaging-needs-no-account
+  export AWS_REGION="$region" AWS_DEFAULT_REGION="$region"
+  unset AWS_PROFILE AWS_SESSION_TOKEN
+  export https_proxy="http://127.0.0.1:$port" HTTPS_PROXY="http://127.0.0.1:$port" NODE_EXTRA_CA_CERTS="$ca_cert"
+  cd "$infra"
+  rm -rf .serverless
+  ./node_modules/.bin/serverless package --stage "$stage" --region "$region"
+}
+export -f run_package
+export PYTHON infra port ca_cert stage region
+
+echo "== serverless package --stage $stage --region $region" >&2
+if ((offline)); then
+  unshare --net -- bash -c 'ip link set lo up && run_package'
+else
+  bash -c run_package
+fi
+test -f "$infra/.serverless/cloudformation-template-update-stack.json"
+echo "$infra/.serverless"
