@@ -4,7 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test test-fast demo es-start es-stop es-fetch clean
+# The integration suites that reach the cluster only through the product's store: they run
+# a second time against OpenSearch.
+BACKEND_SUITES := tests/test_handler.py tests/test_conflicts.py tests/test_malformed.py \
+	tests/test_ordering_property.py tests/test_replay.py tests/test_replay_process.py \
+	tests/test_redrive.py tests/test_localsync.py
+
+.PHONY: install test test-opensearch test-fast demo bench es-start es-stop es-fetch clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,20 +20,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Whole suite against a real Elasticsearch (fetched with Maven and started by the tests).
+## Whole suite against a real Elasticsearch, then the backend suites against a real OpenSearch
+## (both fetched with Maven and started by the tests).
 test: install es-fetch
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-opensearch
 
-## Unit tests only: no Elasticsearch, a few seconds.
+test-opensearch: install es-fetch
+	SEARCH_BACKEND=opensearch PROPERTY_EXAMPLES=20 $(BIN)/python -m pytest -m es $(BACKEND_SUITES)
+
+## Unit tests only: no Elasticsearch, no npm, a few seconds.
 test-fast: install
-	$(BIN)/python -m pytest -m "not es" --deselect tests/test_es_local.py
+	$(BIN)/python -m pytest -m "not es" --deselect tests/test_es_local.py --deselect tests/test_infra.py
 
 ## Stream events flowing into a local Elasticsearch, end to end.
 demo: install es-fetch
 	$(BIN)/python scripts/demo.py
 
+## Benchmarks (not part of the tests): figures and ratios, medians of several runs.
+bench: install es-fetch
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run_all.py
+
 es-fetch:
 	$(PYTHON) scripts/es_local.py fetch
+	$(PYTHON) scripts/es_local.py fetch --distribution opensearch
 
 es-start:
 	@$(PYTHON) scripts/es_local.py start --name dev

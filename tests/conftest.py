@@ -340,3 +340,11 @@ def aws_server(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"):
         monkeypatch.delenv(name, raising=False)
     yield moto_server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches the real cluster (through any fixture) carries the ``es`` mark,
+    so ``-m "not es"`` is a true unit run and ``-m es`` the integration run."""
+    for item in items:
+        if "es_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.es)
