@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run a real, throwaway Elasticsearch on this machine for tests, the demo and CI.
+"""Run a real, throwaway Elasticsearch (or OpenSearch) on this machine for tests, the demo and CI.
 
 Why a real server and not a mock: the indexer's correctness depends on what
 Elasticsearch actually does with versions, conflicts, refreshes and bulk
@@ -12,36 +12,50 @@ What it does:
 
 * Fetches the minimal Elasticsearch distribution (the "integ-test-zip": no
   bundled JDK, no ML/geoip modules, ~100 MB) with Maven -- the only network
-  access -- and unpacks it once into a cache outside the repository.
+  access -- and unpacks it once into a cache outside the repository.  The
+  same for OpenSearch (``--distribution opensearch``): its integ-test-zip is
+  the second search backend's test server (~55 MB, no security plugin).
 * Runs any number of independent *named* instances side by side, each with
   its own ports, config dir, data dir, logs dir and pid file, so a test can
   stop and restart a private cluster while the shared one keeps serving.
 * Records each instance's URL/ports/pid in ``instance.json`` so that other
   processes (``status``, ``url``, ``stop``) find it, and so that a stopped
   instance can be restarted on the same port with the same data.
-* Elasticsearch refuses to run as root; when invoked as root it creates an
-  unprivileged system user (``esindexer`` unless ``ES_LOCAL_USER`` says
-  otherwise) and runs the server as that user.
+* Elasticsearch and OpenSearch refuse to run as root; when invoked as root it
+  creates an unprivileged system user (``esindexer`` unless ``ES_LOCAL_USER``
+  says otherwise) and runs the server as that user.
+
+What differs between the two distributions (all handled in :data:`_DISTS`
+and :func:`_launch`): the launcher (``bin/opensearch``) and its environment
+(``OPENSEARCH_JAVA_HOME``, ``OPENSEARCH_JAVA_OPTS``, ``OPENSEARCH_PATH_CONF``,
+``OPENSEARCH_TMPDIR``); OpenSearch's ``-d`` returns as soon as the JVM is
+forked, before the node starts or writes its pid file; its ``jvm.options``
+names ``logs/gc.log`` relative to the distribution home, which the
+unprivileged user cannot write (the JVM then refuses to start), so the
+per-instance copy points those paths into the instance; 2.x needs the
+Security Manager, which Java 24 removed, so it needs Java 11..23.
 
 Layout of the cache (``$ES_LOCAL_CACHE``; default
 ``$HOME/.cache/dynamodb-es-indexer``, or ``/var/cache/dynamodb-es-indexer``
 when running as root -- see :func:`cache_dir`)::
 
     elasticsearch-<version>/      unpacked distribution, shared, read-only
+    opensearch-<version>/         the same for OpenSearch
     instances/<name>.lock         serialises start/stop of one instance
     instances/<name>.claim        held by a live user of the name (see claim())
     instances/<name>/instance.json
     instances/<name>/es.pid
-    instances/<name>/config/      per-instance ES_PATH_CONF (keystore lives here)
+    instances/<name>/config/      per-instance ES_PATH_CONF / OPENSEARCH_PATH_CONF (keystore)
     instances/<name>/data/
     instances/<name>/logs/        es-local-<name>.log is the main log
-    instances/<name>/tmp/         ES_TMPDIR
-    instances/<name>/launcher.out output of bin/elasticsearch itself
+    instances/<name>/tmp/         ES_TMPDIR / OPENSEARCH_TMPDIR
+    instances/<name>/launcher.out output of bin/elasticsearch (bin/opensearch) itself
 
 CLI::
 
-    python3 scripts/es_local.py fetch
-    python3 scripts/es_local.py start [--name N] [--port P] [--heap 512m] [--version V] [--fresh]
+    python3 scripts/es_local.py fetch [--distribution D] [--version V]
+    python3 scripts/es_local.py start [--name N] [--distribution elasticsearch|opensearch]
+                                      [--port P] [--heap 512m] [--version V] [--fresh]
     python3 scripts/es_local.py url|status|stop|remove [--name N]
 
 ``start`` prints only the URL on stdout (progress goes to stderr).  Exit
@@ -73,12 +87,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = [
     "DEFAULT_VERSION",
+    "DEFAULT_VERSIONS",
+    "DISTRIBUTIONS",
     "Instance",
     "LaunchError",
     "cache_dir",
@@ -93,13 +109,62 @@ __all__ = [
 ]
 
 DEFAULT_VERSION = "8.19.21"
-"""Server version used everywhere unless overridden (client is elasticsearch-py 8.x)."""
+"""Elasticsearch version used everywhere unless overridden (client is elasticsearch-py 8.x)."""
+
+DEFAULT_VERSIONS = {"elasticsearch": DEFAULT_VERSION, "opensearch": "2.19.6"}
+"""Default server version per distribution.  OpenSearch stays on 2.x: it runs
+on the machine's Java 17, where 3.x needs Java 21+."""
+
+DISTRIBUTIONS = tuple(DEFAULT_VERSIONS)
 
 MAVEN_GROUP = "org.elasticsearch.distribution.integ-test-zip"
 MAVEN_ARTIFACT = "elasticsearch"
 
 DEFAULT_RUN_AS_USER = "esindexer"
-"""System user that runs Elasticsearch when we are root (ES refuses uid 0)."""
+"""System user that runs the server when we are root (both refuse uid 0)."""
+
+
+@dataclass(frozen=True)
+class _Dist:
+    """What differs between the Elasticsearch and OpenSearch distributions."""
+
+    title: str
+    maven_group: str
+    maven_artifact: str
+    launcher: str  # bin/<launcher>; also the zip's top-level dir prefix
+    java_home_var: str
+    java_opts_var: str
+    path_conf_var: str
+    tmpdir_var: str
+    # Other variables the launcher scripts read that must not leak in from
+    # the caller's environment (they would point the server elsewhere).
+    scrub_vars: tuple[str, ...]
+
+
+_DISTS: dict[str, _Dist] = {
+    "elasticsearch": _Dist(
+        title="Elasticsearch",
+        maven_group=MAVEN_GROUP,
+        maven_artifact=MAVEN_ARTIFACT,
+        launcher="elasticsearch",
+        java_home_var="ES_JAVA_HOME",
+        java_opts_var="ES_JAVA_OPTS",
+        path_conf_var="ES_PATH_CONF",
+        tmpdir_var="ES_TMPDIR",
+        scrub_vars=("ES_HOME",),
+    ),
+    "opensearch": _Dist(
+        title="OpenSearch",
+        maven_group="org.opensearch.distribution.integ-test-zip",
+        maven_artifact="opensearch",
+        launcher="opensearch",
+        java_home_var="OPENSEARCH_JAVA_HOME",
+        java_opts_var="OPENSEARCH_JAVA_OPTS",
+        path_conf_var="OPENSEARCH_PATH_CONF",
+        tmpdir_var="OPENSEARCH_TMPDIR",
+        scrub_vars=("OPENSEARCH_HOME", "OPENSEARCH_STARTUP_SLEEP_TIME", "KEYSTORE_PASSWORD"),
+    ),
+}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -109,7 +174,7 @@ log = logging.getLogger("es_local")
 
 
 class LaunchError(RuntimeError):
-    """Elasticsearch could not be fetched, started or stopped.
+    """Elasticsearch (or OpenSearch) could not be fetched, started or stopped.
 
     The message carries the tail of the relevant logs, because the usual
     causes (no Java, port taken, unknown setting, out of disk) are only
@@ -119,7 +184,7 @@ class LaunchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Instance:
-    """A running (or last-known) local Elasticsearch instance."""
+    """A running (or last-known) local Elasticsearch or OpenSearch instance."""
 
     name: str
     url: str
@@ -130,6 +195,7 @@ class Instance:
     transport_port: int = 0
     version: str = DEFAULT_VERSION
     heap: str = "512m"
+    distribution: str = "elasticsearch"
 
 
 # --------------------------------------------------------------------------
@@ -212,7 +278,24 @@ def _check_name(name: str) -> None:
 
 def _check_version(version: str) -> None:
     if not _VERSION_RE.match(version):
-        raise ValueError(f"invalid Elasticsearch version {version!r}: expected X.Y.Z")
+        raise ValueError(f"invalid server version {version!r}: expected X.Y.Z")
+
+
+def _dist(distribution: str) -> _Dist:
+    try:
+        return _DISTS[distribution]
+    except KeyError:
+        raise ValueError(
+            f"invalid distribution {distribution!r}: expected one of {', '.join(DISTRIBUTIONS)}"
+        ) from None
+
+
+def _resolve(distribution: str, version: str | None) -> tuple[_Dist, str]:
+    """Validated distribution spec and version (None: that distribution's default)."""
+    dist = _dist(distribution)
+    version = DEFAULT_VERSIONS[distribution] if version is None else version
+    _check_version(version)
+    return dist, version
 
 
 def _check_heap(heap: str) -> None:
@@ -238,8 +321,12 @@ def _flock(path: Path) -> Iterator[None]:
 # --------------------------------------------------------------------------
 
 
-def ensure_distribution(version: str = DEFAULT_VERSION) -> Path:
+def ensure_distribution(version: str | None = None, distribution: str = "elasticsearch") -> Path:
     """Return the unpacked distribution's home, fetching it first if needed.
+
+    ``version=None`` means the distribution's default (:data:`DEFAULT_VERSIONS`).
+    Each distribution+version gets its own directory
+    (``<cache>/elasticsearch-8.19.21``, ``<cache>/opensearch-2.19.6``).
 
     The zip comes from Maven (``dependency:copy``), so it is verified by
     Maven, cached in the local Maven repository, and honours the machine's
@@ -247,29 +334,30 @@ def ensure_distribution(version: str = DEFAULT_VERSION) -> Path:
     unpacked into a temporary directory and renamed into place, so an
     interrupted unpack never leaves a half-populated home behind.
     """
-    _check_version(version)
+    dist, version = _resolve(distribution, version)
+    top_name = f"{dist.launcher}-{version}"  # the zip's top-level directory
     cache = cache_dir()
-    home = cache / f"elasticsearch-{version}"
-    if (home / "bin" / "elasticsearch").is_file():
+    home = cache / top_name
+    if (home / "bin" / dist.launcher).is_file():
         return home
     cache.mkdir(parents=True, exist_ok=True)
-    with _flock(cache / f".elasticsearch-{version}.lock"):
-        if (home / "bin" / "elasticsearch").is_file():
+    with _flock(cache / f".{top_name}.lock"):
+        if (home / "bin" / dist.launcher).is_file():
             return home
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as tmp:
             tmpdir = Path(tmp)
-            zip_path = _maven_fetch(version, tmpdir / "zip")
+            zip_path = _maven_fetch(dist, version, tmpdir / "zip")
             unpack = tmpdir / "unpack"
             unpack.mkdir()
             _unzip(zip_path, unpack)
-            top = unpack / f"elasticsearch-{version}"
-            if not (top / "bin" / "elasticsearch").is_file():
+            top = unpack / top_name
+            if not (top / "bin" / dist.launcher).is_file():
                 found = sorted(p.name for p in unpack.iterdir())
                 raise LaunchError(
-                    f"{zip_path.name} does not contain elasticsearch-{version}/bin/elasticsearch "
+                    f"{zip_path.name} does not contain {top_name}/bin/{dist.launcher} "
                     f"(top level: {found})"
                 )
-            # Readable by the unprivileged user that runs ES when we are root.
+            # Readable by the unprivileged user that runs the server when we are root.
             for p in [top, *top.rglob("*")]:
                 if not p.is_symlink():
                     mode = p.stat().st_mode
@@ -278,17 +366,17 @@ def ensure_distribution(version: str = DEFAULT_VERSION) -> Path:
                         add |= stat.S_IXGRP | stat.S_IXOTH
                     p.chmod(mode | add)
             os.rename(top, home)
-    log.info("unpacked Elasticsearch %s into %s", version, home)
+    log.info("unpacked %s %s into %s", dist.title, version, home)
     return home
 
 
-def _maven_fetch(version: str, out_dir: Path) -> Path:
+def _maven_fetch(dist: _Dist, version: str, out_dir: Path) -> Path:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise LaunchError(
-            "Maven ('mvn') is needed to fetch the Elasticsearch distribution but is not on PATH"
+            f"Maven ('mvn') is needed to fetch the {dist.title} distribution but is not on PATH"
         )
-    artifact = f"{MAVEN_GROUP}:{MAVEN_ARTIFACT}:{version}:zip"
+    artifact = f"{dist.maven_group}:{dist.maven_artifact}:{version}:zip"
     log.info("fetching %s with Maven", artifact)
     cmd = [
         mvn, "-q", "-B", "-Dstyle.color=never",
@@ -301,7 +389,7 @@ def _maven_fetch(version: str, out_dir: Path) -> Path:
     proc = subprocess.run(
         cmd, cwd=out_dir.parent, stdin=subprocess.DEVNULL, capture_output=True, text=True
     )
-    zip_path = out_dir / f"{MAVEN_ARTIFACT}-{version}.zip"
+    zip_path = out_dir / f"{dist.maven_artifact}-{version}.zip"
     if proc.returncode != 0 or not zip_path.is_file():
         output = _tail_text(proc.stdout + proc.stderr, 30)
         raise LaunchError(
@@ -344,9 +432,15 @@ def _unzip(zip_path: Path, dest: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-def _required_java(version: str) -> int:
-    # 8.x runs on 17+; 9.x needs 21+.
-    return 21 if int(version.split(".")[0]) >= 9 else 17
+def _java_range(distribution: str, version: str) -> tuple[int, int | None]:
+    """(minimum, maximum or None) Java major version the server runs on."""
+    major = int(version.split(".")[0])
+    if distribution == "opensearch":
+        # 3.x needs 21+.  1.x/2.x install a Security Manager, which Java 24
+        # removed (JEP 486): they fail to start there.
+        return (21, None) if major >= 3 else (11, 23)
+    # Elasticsearch 8.x runs on 17+; 9.x needs 21+.
+    return (21 if major >= 9 else 17), None
 
 
 def _java_major(java_home: Path) -> int | None:
@@ -380,21 +474,29 @@ def _parse_java_version(v: str) -> int | None:
     return major
 
 
-def find_java(minimum: int = 17) -> Path:
-    """Locate a JDK home with Java >= minimum for ES_JAVA_HOME.
+def find_java(
+    minimum: int = 17, maximum: int | None = None, env_var: str = "ES_JAVA_HOME"
+) -> Path:
+    """Locate a JDK home with minimum <= Java <= maximum for ES_JAVA_HOME.
 
     The integ-test distribution has no bundled JDK, and Elasticsearch ignores
     JAVA_HOME (it then looks for the missing bundled one), so we must always
-    hand it ES_JAVA_HOME.  Order: $ES_JAVA_HOME (must be valid if set: an
-    explicit choice that is silently ignored is worse than an error),
-    $JAVA_HOME, the ``java`` on PATH, then /usr/lib/jvm/* preferring 17.
+    hand it ES_JAVA_HOME (OpenSearch: OPENSEARCH_JAVA_HOME, ``env_var``).
+    Order: $<env_var> (must be valid if set: an explicit choice that is
+    silently ignored is worse than an error), $JAVA_HOME, the ``java`` on
+    PATH, then /usr/lib/jvm/* preferring 17.
     """
-    explicit = os.environ.get("ES_JAVA_HOME")
+    wanted = f">= {minimum}" if maximum is None else f"{minimum}..{maximum}"
+
+    def fits(major: int | None) -> bool:
+        return major is not None and major >= minimum and (maximum is None or major <= maximum)
+
+    explicit = os.environ.get(env_var)
     if explicit:
         major = _java_major(Path(explicit))
-        if major is None or major < minimum:
+        if not fits(major):
             raise LaunchError(
-                f"ES_JAVA_HOME={explicit} is not a Java >= {minimum} home (found {major})"
+                f"{env_var}={explicit} is not a Java {wanted} home (found {major})"
             )
         return Path(explicit)
     candidates: list[Path] = []
@@ -410,10 +512,10 @@ def find_java(minimum: int = 17) -> Path:
     for home in candidates:
         major = _java_major(home)
         seen.append(f"{home} ({major})")
-        if major is not None and major >= minimum:
+        if fits(major):
             return home
     raise LaunchError(
-        f"no Java >= {minimum} found; set ES_JAVA_HOME. Looked at: {', '.join(seen) or 'nothing'}"
+        f"no Java {wanted} found; set {env_var}. Looked at: {', '.join(seen) or 'nothing'}"
     )
 
 
@@ -445,16 +547,18 @@ def _pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _pid_is_instance(pid: int, paths: _Paths) -> bool:
-    """Guard against a recycled PID: is pid the ES server of this instance?
+def _instance_marker(paths: _Paths) -> str:
+    """The server JVM's command-line argument that is unique to the instance:
+    ``jvm.options`` sets ``-Djava.io.tmpdir`` from ES_TMPDIR (OPENSEARCH_TMPDIR).
+    (``es.path.conf`` is not on ES's command line; ES passes it over stdin.)"""
+    return f"-Djava.io.tmpdir={paths.tmp}"
 
-    The server JVM runs with ``-Djava.io.tmpdir=<instance tmp dir>`` (from
-    ES_TMPDIR), which is unique per instance.  (``es.path.conf`` is not on
-    its command line; ES passes it over stdin.)
-    """
+
+def _pid_is_instance(pid: int, paths: _Paths) -> bool:
+    """Guard against a recycled PID: is pid the server of this instance?"""
     if not _pid_alive(pid):
         return False
-    marker = f"-Djava.io.tmpdir={paths.tmp}"
+    marker = _instance_marker(paths)
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         return any(a.decode(errors="replace") == marker for a in args)
@@ -469,6 +573,27 @@ def _pid_is_instance(pid: int, paths: _Paths) -> bool:
     except OSError:
         return True
     return marker in out
+
+
+def _instance_pids(paths: _Paths) -> list[int]:
+    """Live server processes of this instance, found by their command line.
+
+    Why: OpenSearch's ``-d`` returns once the JVM is forked, before the JVM
+    writes its pid file, so the pid file alone cannot tell "still booting"
+    from "died during boot".
+    """
+    proc = Path("/proc")
+    if (proc / "self" / "cmdline").exists():
+        pids = [int(d.name) for d in proc.iterdir() if d.name.isdigit()]
+    else:  # no procfs (macOS)
+        try:
+            out = subprocess.run(
+                ["ps", "-ax", "-o", "pid="], capture_output=True, text=True
+            ).stdout
+        except OSError:
+            return []
+        pids = [int(w) for w in out.split() if w.isdigit()]
+    return [pid for pid in pids if pid != os.getpid() and _pid_is_instance(pid, paths)]
 
 
 def _port_free(port: int) -> bool:
@@ -533,17 +658,31 @@ def _health_once(url: str, wait: str = "1s") -> dict:
         raise
 
 
+class _ServerExited(Exception):
+    """The server process died while we waited for it to become healthy."""
+
+
 def wait_healthy(url: str, timeout: float = 60) -> dict:
     """Block until the cluster at url reports yellow or green health.
 
-    Uses ``GET /_cluster/health`` because the minimal distribution answers
-    ``GET /`` with 405.  Yellow is enough: single-node clusters never place
-    replicas.  Returns the health document; raises TimeoutError with the
-    last problem seen otherwise.
+    Uses ``GET /_cluster/health`` because the minimal Elasticsearch
+    distribution answers ``GET /`` with 405 (OpenSearch's answers it, but
+    one probe for both keeps them alike).  Yellow is enough: single-node
+    clusters never place replicas.  Returns the health document; raises
+    TimeoutError with the last problem seen otherwise.
     """
+    return _wait_healthy(url, timeout)
+
+
+def _wait_healthy(url: str, timeout: float, alive: Callable[[], bool] | None = None) -> dict:
+    """wait_healthy that gives up (_ServerExited) as soon as ``alive()`` is
+    False, so a node that dies while booting fails the start at once instead
+    of after the whole timeout."""
     deadline = time.monotonic() + timeout
     last = "no attempt made"
     while True:
+        if alive is not None and not alive():
+            raise _ServerExited(f"server process exited before {url} became healthy")
         try:
             health = _health_once(url)
             if health.get("status") in ("yellow", "green"):
@@ -595,6 +734,8 @@ def _instance_from_meta(meta: dict, pid: int) -> Instance:
         transport_port=int(meta.get("transport_port", 0)),
         version=meta.get("version", DEFAULT_VERSION),
         heap=meta.get("heap", "512m"),
+        # instance.json files written before OpenSearch support are all ES.
+        distribution=meta.get("distribution", "elasticsearch"),
     )
 
 
@@ -659,14 +800,14 @@ def _run_as_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(user)  # also covers a concurrent useradd winning
     except KeyError:
         raise LaunchError(
-            f"Elasticsearch refuses to run as root and creating user {user!r} failed: "
+            f"Elasticsearch/OpenSearch refuse to run as root and creating user {user!r} failed: "
             f"{proc.stderr.strip() or proc.returncode}"
         ) from None
 
 
 def _check_reachable(user: pwd.struct_passwd, path: Path) -> None:
-    """Fail early (instead of with an obscure Java error) if the ES user
-    cannot reach the cache, e.g. ES_LOCAL_CACHE pointing into /root."""
+    """Fail early (instead of with an obscure Java error) if the server's
+    user cannot reach the cache, e.g. ES_LOCAL_CACHE pointing into /root."""
     for p in [path, *path.parents]:
         try:
             st = p.stat()
@@ -677,7 +818,7 @@ def _check_reachable(user: pwd.struct_passwd, path: Path) -> None:
         bit = stat.S_IXGRP if st.st_gid == user.pw_gid else stat.S_IXOTH
         if not st.st_mode & bit:
             raise LaunchError(
-                f"user {user.pw_name!r} (which runs Elasticsearch because we are root) cannot "
+                f"user {user.pw_name!r} (which runs the server because we are root) cannot "
                 f"enter {p}; point ES_LOCAL_CACHE at a directory it can reach"
             )
 
@@ -689,7 +830,10 @@ def _chown_tree(path: Path, user: pwd.struct_passwd) -> None:
             os.chown(os.path.join(dirpath, n), user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
-def _es_settings(home: Path, name: str, paths: _Paths, port: int, transport_port: int) -> list[str]:
+def _node_settings(
+    distribution: str, home: Path, name: str, paths: _Paths, port: int, transport_port: int
+) -> list[str]:
+    """``-E`` arguments for the node; the same keys work on both distributions."""
     settings = {
         "cluster.name": _cluster_name(name),
         "node.name": name,
@@ -706,25 +850,73 @@ def _es_settings(home: Path, name: str, paths: _Paths, port: int, transport_port
         # A nearly full CI disk must not flip indices to read-only.
         "cluster.routing.allocation.disk.threshold_enabled": "false",
     }
-    # Only pass settings whose module exists: unknown settings are fatal.
-    if (home / "modules" / "x-pack-security").is_dir():
-        settings["xpack.security.enabled"] = "false"
-    if (home / "modules" / "ingest-geoip").is_dir():
-        settings["ingest.geoip.downloader.enabled"] = "false"
+    # Only pass settings whose module/plugin exists: unknown settings are
+    # fatal.  (The integ-test zips have no security plugin and no geoip.)
+    if distribution == "opensearch":
+        if (home / "plugins" / "opensearch-security").is_dir():
+            settings["plugins.security.disabled"] = "true"
+    else:
+        if (home / "modules" / "x-pack-security").is_dir():
+            settings["xpack.security.enabled"] = "false"
+        if (home / "modules" / "ingest-geoip").is_dir():
+            settings["ingest.geoip.downloader.enabled"] = "false"
     args: list[str] = []
     for k, v in settings.items():
         args += ["-E", f"{k}={v}"]
     return args
 
 
+# OpenSearch's jvm.options names files relative to the JVM's working dir,
+# which bin/opensearch sets to the (read-only) distribution home; a gc log
+# that cannot be opened stops the JVM ("Invalid -Xlog option").
+# Elasticsearch 8 runs the JVM in its logs dir and uses bare names instead.
+_JVM_RELATIVE_LOGS = re.compile(r"(file=|-XX:ErrorFile=|-Xloggc:)logs/")
+_JVM_RELATIVE_HEAPDUMP = re.compile(r"^((?:\d+(?:-\d*)?:)?-XX:HeapDumpPath=)data$", re.M)
+
+
+def _instance_jvm_options(text: str, paths: _Paths) -> str:
+    """jvm.options with the distribution-home-relative paths pointed into the instance."""
+    text = _JVM_RELATIVE_LOGS.sub(lambda m: f"{m.group(1)}{paths.logs}/", text)
+    return _JVM_RELATIVE_HEAPDUMP.sub(lambda m: f"{m.group(1)}{paths.logs}", text)
+
+
 def _sync_config(home: Path, paths: _Paths) -> None:
     """Per-instance ES_PATH_CONF: ES writes its keystore into the config dir,
     so sharing the distribution's would make instances step on each other
-    and would need a writable distribution."""
+    and would need a writable distribution.  (Same for OpenSearch.)"""
     shutil.copytree(home / "config", paths.config, dirs_exist_ok=True)
+    jvm_options = paths.config / "jvm.options"
+    if jvm_options.is_file():
+        text = jvm_options.read_text()
+        fixed = _instance_jvm_options(text, paths)
+        if fixed != text:
+            jvm_options.write_text(fixed)
+
+
+def _server_pid(paths: _Paths, grace: float) -> int | None:
+    """Pid of the server the launcher just started, or None if it is gone.
+
+    Elasticsearch's ``-d`` returns after the node started, pid file written.
+    OpenSearch's returns right after forking the JVM (whose exec may not
+    even have happened yet), so look for the process by its command line
+    for up to ``grace`` seconds before concluding it died.
+    """
+    end = time.monotonic() + grace
+    while True:
+        pid = _read_pidfile(paths)
+        if pid is not None and _pid_alive(pid):
+            return pid
+        found = _instance_pids(paths)
+        if found:
+            return found[0]
+        if time.monotonic() >= end:
+            return None
+        time.sleep(0.1)
 
 
 def _launch(
+    dist: _Dist,
+    distribution: str,
     name: str,
     paths: _Paths,
     home: Path,
@@ -748,18 +940,19 @@ def _launch(
         for d in (paths.config, paths.data, paths.logs, paths.tmp):
             _chown_tree(d, user)
 
-    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "ES_JAVA_OPTS")}
-    env.update(
-        ES_JAVA_HOME=str(java_home),
-        ES_JAVA_OPTS=f"-Xms{heap} -Xmx{heap}",
-        ES_PATH_CONF=str(paths.config),
-        ES_TMPDIR=str(paths.tmp),
-        HOME=str(paths.root),
-    )
+    scrub = {"JAVA_HOME", dist.java_opts_var, *dist.scrub_vars}
+    env = {k: v for k, v in os.environ.items() if k not in scrub}
+    env.update({
+        dist.java_home_var: str(java_home),
+        dist.java_opts_var: f"-Xms{heap} -Xmx{heap}",
+        dist.path_conf_var: str(paths.config),
+        dist.tmpdir_var: str(paths.tmp),
+        "HOME": str(paths.root),
+    })  # fmt: skip
     if user is not None:
         env.update(USER=user.pw_name, LOGNAME=user.pw_name)
-    cmd = [str(home / "bin" / "elasticsearch"), "-d", "-p", str(paths.pidfile)]
-    cmd += _es_settings(home, name, paths, port, transport_port)
+    cmd = [str(home / "bin" / dist.launcher), "-d", "-p", str(paths.pidfile)]
+    cmd += _node_settings(distribution, home, name, paths, port, transport_port)
 
     log_file = paths.log_file(name)
     log_offset = _size(log_file)
@@ -770,7 +963,7 @@ def _launch(
         es_log = _tail_file(log_file, 40, log_offset)
         # First line stands alone (the CLI prints only it unless --verbose).
         parts = [
-            f"Elasticsearch instance {name!r} on port {port}: {msg} "
+            f"{dist.title} instance {name!r} on port {port}: {msg} "
             f"(logs: {paths.launcher_out}, {log_file})"
         ]
         if out:
@@ -779,7 +972,7 @@ def _launch(
             parts.append(f"--- {log_file} (tail) ---\n{es_log}")
         return LaunchError("\n".join(parts))
 
-    log.info("starting Elasticsearch %s instance %r on port %d", version, name, port)
+    log.info("starting %s %s instance %r on port %d", dist.title, version, name, port)
     with open(paths.launcher_out, "ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
         out.flush()
@@ -788,8 +981,9 @@ def _launch(
             extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         try:
             # `-d` daemonises: the launcher returns once the node is started
-            # (or failed), and the server is not our child.  New session so a
-            # Ctrl-C in the calling terminal does not reach the server.
+            # or failed (OpenSearch: once the JVM is forked), and the server
+            # is not our child.  New session so a Ctrl-C in the calling
+            # terminal does not reach the server.
             proc = subprocess.Popen(
                 cmd, env=env, cwd=paths.root, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True, **extra,
@@ -802,14 +996,14 @@ def _launch(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            pid = _read_pidfile(paths)
-            if pid and _pid_is_instance(pid, paths):
-                os.kill(pid, signal.SIGKILL)
+            for pid in {_read_pidfile(paths), *_instance_pids(paths)}:
+                if pid and _pid_is_instance(pid, paths):
+                    os.kill(pid, signal.SIGKILL)
             raise failure("launcher did not finish in time") from None
     if rc != 0:
-        raise failure(f"bin/elasticsearch exited with {rc}")
-    pid = _read_pidfile(paths)
-    if pid is None or not _pid_alive(pid):
+        raise failure(f"bin/{dist.launcher} exited with {rc}")
+    pid = _server_pid(paths, grace=min(5.0, max(0.5, deadline - time.monotonic())))
+    if pid is None:
         raise failure("server process is not running after launch")
     inst = Instance(
         name=name,
@@ -821,10 +1015,17 @@ def _launch(
         transport_port=transport_port,
         version=version,
         heap=heap,
+        distribution=distribution,
     )
     _write_meta(paths, inst)
     try:
-        wait_healthy(inst.url, max(1.0, deadline - time.monotonic()))
+        _wait_healthy(
+            inst.url, max(1.0, deadline - time.monotonic()), alive=lambda: _pid_alive(pid)
+        )
+    except _ServerExited as e:
+        # Let the log writer finish the stack trace we are about to quote.
+        time.sleep(0.2)
+        raise failure(str(e)) from None
     except TimeoutError as e:
         err = failure(str(e))
         _stop_locked(name, paths, 30)
@@ -836,15 +1037,21 @@ def start(
     name: str = "default",
     port: int | None = None,
     heap: str = "512m",
-    version: str = DEFAULT_VERSION,
+    version: str | None = None,
     fresh: bool = False,
     timeout: float = 120,
+    distribution: str = "elasticsearch",
 ) -> Instance:
     """Start (or reuse) the named instance and wait until it is healthy.
 
+    ``distribution`` is ``"elasticsearch"`` or ``"opensearch"``;
+    ``version=None`` means that distribution's default (:data:`DEFAULT_VERSIONS`).
+
     Idempotent: if the instance is already running with a compatible port,
-    version and heap, it is returned as is (after a health check), so the
-    demo, CI and tests can all call this without coordinating.
+    distribution, version and heap, it is returned as is (after a health
+    check), so the demo, CI and tests can all call this without coordinating.
+    An instance name keeps its distribution: asking for the other one is a
+    LaunchError (the data dirs are not interchangeable) unless ``fresh=True``.
 
     ``port=None`` reuses the instance's previous port when it is free (a
     stable URL across stop/start) and otherwise picks a free one.  An
@@ -857,7 +1064,7 @@ def start(
     """
     _check_name(name)
     _check_heap(heap)
-    _check_version(version)
+    dist, version = _resolve(distribution, version)
     if port is not None and not 0 < port < 65536:
         raise ValueError(f"invalid port {port}")
     deadline = time.monotonic() + timeout
@@ -871,6 +1078,7 @@ def start(
             mismatch = [
                 f"{what} {have} (asked for {want})"
                 for what, have, want in (
+                    ("distribution", running.distribution, distribution),
                     ("port", running.port, port if port is not None else running.port),
                     ("version", running.version, version),
                     ("heap", running.heap, heap),
@@ -880,7 +1088,11 @@ def start(
             if mismatch:
                 raise LaunchError(
                     f"instance {name!r} is already running with {', '.join(mismatch)}; "
-                    f"stop it first"
+                    + (
+                        "stop it first"
+                        if running.distribution == distribution
+                        else "stop and remove it first (or start it with --fresh)"
+                    )
                 )
             try:
                 wait_healthy(running.url, max(1.0, deadline - time.monotonic()))
@@ -891,19 +1103,28 @@ def start(
                 ) from None
             return running
 
+        prev = _read_meta(paths) or {}
+        prev_dist = prev.get("distribution", "elasticsearch") if prev else distribution
+        if prev_dist != distribution and not fresh:
+            raise LaunchError(
+                f"instance {name!r} holds {prev_dist} data, which {dist.title} cannot open; "
+                f"remove it first (or start it with --fresh)"
+            )
         if port is not None and not _port_free(port):  # before any download
             raise LaunchError(f"port {port} is already in use on 127.0.0.1")
         user = _run_as_user()
         if user is not None:
             _check_reachable(user, cache_dir())  # before a pointless download
-        home = ensure_distribution(version)
-        java_home = find_java(_required_java(version))
+        home = ensure_distribution(version, distribution)
+        lowest, highest = _java_range(distribution, version)
+        java_home = find_java(lowest, highest, env_var=dist.java_home_var)
         # A first-time download is not held against the health timeout.
         deadline = time.monotonic() + timeout
         if fresh:
             shutil.rmtree(paths.data, ignore_errors=True)
+            if prev_dist != distribution:  # the other one's keystore and yml files
+                shutil.rmtree(paths.config, ignore_errors=True)
 
-        prev = _read_meta(paths) or {}
         auto_port = port is None
         attempts = 3 if auto_port else 1
         for attempt in range(1, attempts + 1):
@@ -921,8 +1142,8 @@ def start(
             )
             try:
                 return _launch(
-                    name, paths, home, java_home, user, http_port, transport_port,
-                    heap, version, deadline,
+                    dist, distribution, name, paths, home, java_home, user, http_port,
+                    transport_port, heap, version, deadline,
                 )  # fmt: skip
             except LaunchError as e:
                 # Someone grabbed an auto-picked port between check and bind.
@@ -939,7 +1160,7 @@ def _stop_locked(name: str, paths: _Paths, timeout: float) -> None:
     pids = {p for p in (_read_pidfile(paths), meta.get("pid")) if p}
     pids = {int(p) for p in pids if _pid_is_instance(int(p), paths)}
     for pid in pids:
-        log.info("stopping Elasticsearch instance %r (pid %d)", name, pid)
+        log.info("stopping instance %r (pid %d)", name, pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -1033,7 +1254,7 @@ def claim(base: str, slots: int = 32) -> Iterator[str]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="es_local.py",
-        description="Run local Elasticsearch instances for tests, the demo and CI.",
+        description="Run local Elasticsearch (or OpenSearch) instances for tests, the demo and CI.",
         epilog=f"Cache: {cache_dir()} (override with ES_LOCAL_CACHE).",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -1048,10 +1269,18 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--name", default="default", help="instance name (default: %(default)s)")
         return sp
 
+    def add_distribution(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--distribution", choices=DISTRIBUTIONS, default="elasticsearch",
+            help="server to run (default: %(default)s)",
+        )  # fmt: skip
+        defaults = ", ".join(f"{v} for {d}" for d, v in DEFAULT_VERSIONS.items())
+        sp.add_argument("--version", help=f"server version X.Y.Z (default: {defaults})")
+
     sp = add("start", "start an instance (or reuse the running one) and print its URL")
     sp.add_argument("--port", type=int, help="HTTP port (default: previous port if free, else a free one)")
     sp.add_argument("--heap", default="512m", help="JVM heap, e.g. 512m or 1g (default: %(default)s)")
-    sp.add_argument("--version", default=DEFAULT_VERSION, help="Elasticsearch version (default: %(default)s)")
+    add_distribution(sp)
     sp.add_argument("--fresh", action="store_true", help="wipe the instance's data first")
     sp.add_argument("--timeout", type=float, default=120, help="seconds to wait for health (default: %(default)s)")
     sp = add("stop", "stop an instance (keeps its data); no-op if not running")
@@ -1060,7 +1289,7 @@ def _parser() -> argparse.ArgumentParser:
     add("url", "print the URL of a running instance (exit 1 if not running)")
     add("remove", "stop an instance and delete its data and logs")
     sp = add("fetch", "download and unpack the distribution only (CI warm-up)")
-    sp.add_argument("--version", default=DEFAULT_VERSION, help="Elasticsearch version (default: %(default)s)")
+    add_distribution(sp)
     return p
 
 
@@ -1070,11 +1299,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="es_local: %(message)s", stream=sys.stderr)
     try:
         if args.command == "fetch":
-            print(ensure_distribution(args.version))
+            print(ensure_distribution(args.version, args.distribution))
         elif args.command == "start":
             inst = start(
                 args.name, port=args.port, heap=args.heap, version=args.version,
-                fresh=args.fresh, timeout=args.timeout,
+                fresh=args.fresh, timeout=args.timeout, distribution=args.distribution,
             )  # fmt: skip
             print(inst.url)
         elif args.command == "stop":
@@ -1090,7 +1319,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(inst.url)
             else:
                 print(
-                    f"{inst.name} running {inst.url} pid={inst.pid} version={inst.version} "
+                    f"{inst.name} running {inst.url} pid={inst.pid} "
+                    f"distribution={inst.distribution} version={inst.version} "
                     f"data={inst.data_dir} log={inst.log_file}"
                 )
     except ValueError as e:

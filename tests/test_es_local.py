@@ -1,18 +1,26 @@
-"""Tests for scripts/es_local.py, the local Elasticsearch launcher.
+"""Tests for scripts/es_local.py, the local Elasticsearch/OpenSearch launcher.
 
 The ES tests start real servers (~8-10 s each), so one lifecycle test walks
 a private instance through start / idempotent start / stop / restart /
-fresh restart instead of paying for a start per assertion.
+fresh restart instead of paying for a start per assertion.  The same for
+OpenSearch (~13-17 s a start), which is driven over plain HTTP (urllib):
+elasticsearch-py's product check rejects OpenSearch, and opensearch-py is
+not a dependency.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import es_local
 import pytest
@@ -41,6 +49,19 @@ def unique_name(prefix: str = "pytest-t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    """One JSON request to a local server (never through an HTTP proxy)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with _no_proxy.open(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
 # --------------------------------------------------------------------------
 # CLI and argument handling (no server needed)
 # --------------------------------------------------------------------------
@@ -65,6 +86,8 @@ def test_cli_help_exits_0(args: list[str]) -> None:
         ["start", "--name", "../escape"],
         ["start", "--name", "ok", "--heap", "lots"],
         ["fetch", "--version", "latest"],
+        ["start", "--distribution", "solr"],
+        ["fetch", "--distribution", "opensearch", "--version", "2.x"],
     ],
 )
 def test_cli_bad_usage_exits_2(args: list[str]) -> None:
@@ -92,12 +115,63 @@ def test_invalid_arguments_raise_value_error() -> None:
         es_local.start(name="x", heap="-1")
     with pytest.raises(ValueError):
         es_local.ensure_distribution("8.x")
+    with pytest.raises(ValueError, match="distribution"):
+        es_local.start(name="x", distribution="solr")
+    with pytest.raises(ValueError, match="distribution"):
+        es_local.ensure_distribution(distribution="solr")
+
+
+def test_instance_metadata_without_distribution_is_elasticsearch() -> None:
+    """instance.json files written before OpenSearch support stay usable."""
+    meta = {"name": "old", "url": "http://127.0.0.1:9", "port": 9, "data_dir": "/d", "log_file": "/l"}
+    inst = es_local._instance_from_meta(meta, pid=1)
+    assert (inst.distribution, inst.version) == ("elasticsearch", es_local.DEFAULT_VERSION)
+
+
+def test_opensearch_jvm_options_get_instance_paths(tmp_path: Path) -> None:
+    """bin/opensearch runs the JVM in the read-only distribution home, where
+    jvm.options' relative gc log cannot be created (the JVM then refuses to start)."""
+    paths = es_local._Paths(tmp_path / "inst")
+    text = (
+        "-XX:HeapDumpPath=data\n"
+        "-XX:ErrorFile=logs/hs_err_pid%p.log\n"
+        "8:-Xloggc:logs/gc.log\n"
+        "9-:-Xlog:gc*,gc+age=trace,safepoint:file=logs/gc.log:utctime,pid,tags:filecount=32\n"
+        "-Djava.io.tmpdir=${OPENSEARCH_TMPDIR}\n"
+    )
+    logs = paths.logs
+    assert es_local._instance_jvm_options(text, paths) == (
+        f"-XX:HeapDumpPath={logs}\n"
+        f"-XX:ErrorFile={logs}/hs_err_pid%p.log\n"
+        f"8:-Xloggc:{logs}/gc.log\n"
+        f"9-:-Xlog:gc*,gc+age=trace,safepoint:file={logs}/gc.log:utctime,pid,tags:filecount=32\n"
+        "-Djava.io.tmpdir=${OPENSEARCH_TMPDIR}\n"
+    )
+    es_style = "-XX:ErrorFile=hs_err_pid%p.log\n-Xlog:gc*:file=gc.log:utctime\n"
+    assert es_local._instance_jvm_options(es_style, paths) == es_style
 
 
 def test_find_java_finds_17_or_newer() -> None:
     home = es_local.find_java(17)
     assert (home / "bin" / "java").exists()
     assert (es_local._java_major(home) or 0) >= 17
+
+
+def test_find_java_for_opensearch_2_rejects_java_24_and_newer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenSearch 2.x installs a Security Manager, which Java 24 removed."""
+    lowest, highest = es_local._java_range("opensearch", "2.19.6")
+    assert highest is not None and highest < 24
+    home = es_local.find_java(lowest, highest, env_var="OPENSEARCH_JAVA_HOME")
+    assert lowest <= (es_local._java_major(home) or 0) <= highest
+    try:
+        newest = es_local.find_java(24)
+    except es_local.LaunchError:
+        pytest.skip("no Java >= 24 on this machine")
+    monkeypatch.setenv("OPENSEARCH_JAVA_HOME", str(newest))
+    with pytest.raises(es_local.LaunchError, match="OPENSEARCH_JAVA_HOME=.* is not a Java 11..23"):
+        es_local.find_java(lowest, highest, env_var="OPENSEARCH_JAVA_HOME")
 
 
 def test_claim_gives_concurrent_holders_distinct_names() -> None:
@@ -197,6 +271,7 @@ def test_private_instance_lifecycle(private_es, es_client: Elasticsearch) -> Non
     # Idempotent start: same process, from the API and from another process.
     running = es_local.is_running(name)
     assert running is not None and running.port == port
+    assert (running.distribution, running.version) == ("elasticsearch", es_local.DEFAULT_VERSION)
     again = es_local.start(name=name)
     assert (again.pid, again.url) == (running.pid, url)
     r = run_cli("start", "--name", name)
@@ -228,3 +303,90 @@ def test_private_instance_lifecycle(private_es, es_client: Elasticsearch) -> Non
     assert wiped.url == url
     with Elasticsearch(url, request_timeout=30) as es:
         assert not es.indices.exists(index="docs")
+
+
+# --------------------------------------------------------------------------
+# OpenSearch
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.es
+def test_each_distribution_and_version_has_its_own_home() -> None:
+    os_home = es_local.ensure_distribution(distribution="opensearch")
+    es_home = es_local.ensure_distribution()
+    assert os_home == es_local.cache_dir() / f"opensearch-{es_local.DEFAULT_VERSIONS['opensearch']}"
+    assert es_home == es_local.cache_dir() / f"elasticsearch-{es_local.DEFAULT_VERSION}"
+    assert (os_home / "bin" / "opensearch").is_file()
+    assert (es_home / "bin" / "elasticsearch").is_file()
+    r = run_cli("fetch", "--distribution", "opensearch")
+    assert (r.returncode, r.stdout) == (0, f"{os_home}\n"), r.stderr
+
+
+@pytest.mark.es
+def test_opensearch_instance_lifecycle() -> None:
+    """Start from the CLI, index and search, stop, restart with the data kept."""
+    name = unique_name("pytest-os")
+    try:
+        r = run_cli("start", "--name", name, "--distribution", "opensearch")
+        assert r.returncode == 0, r.stderr
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+\n", r.stdout), r.stdout
+        url = r.stdout.strip()
+        inst = es_local.is_running(name)
+        assert inst is not None and inst.url == url
+        assert (inst.distribution, inst.version) == ("opensearch", es_local.DEFAULT_VERSIONS["opensearch"])
+        assert "distribution=opensearch" in run_cli("status", "--name", name).stdout
+
+        # It is really OpenSearch, healthy, and indexes and searches.
+        assert http_json("GET", url + "/")["version"]["distribution"] == "opensearch"
+        assert es_local.wait_healthy(url, timeout=5)["status"] in ("yellow", "green")
+        http_json("PUT", url + "/docs/_doc/a?refresh=true", {"title": "persist me"})
+        found = http_json("POST", url + "/docs/_search", {"query": {"match": {"title": "persist"}}})
+        assert [h["_id"] for h in found["hits"]["hits"]] == ["a"]
+
+        # Idempotent with the same distribution; the other one is refused.
+        again = es_local.start(name=name, distribution="opensearch")
+        assert (again.pid, again.url) == (inst.pid, url)
+        with pytest.raises(es_local.LaunchError, match="distribution opensearch .*remove it first"):
+            es_local.start(name=name)
+
+        # Stop: the port refuses connections.
+        es_local.stop(name)
+        assert refuses_connections(inst.port)
+        assert es_local.is_running(name) is None
+        # A stopped OpenSearch instance is not silently reopened by Elasticsearch.
+        with pytest.raises(es_local.LaunchError, match="holds opensearch data"):
+            es_local.start(name=name, distribution="elasticsearch")
+
+        # Restart: same URL, same data.
+        restarted = es_local.start(name=name, distribution="opensearch")
+        assert restarted.url == url and restarted.pid != inst.pid
+        assert http_json("GET", url + "/docs/_doc/a")["_source"] == {"title": "persist me"}
+
+        es_local.remove(name)
+        assert refuses_connections(inst.port)
+        assert not (es_local.cache_dir() / "instances" / name).exists()
+    finally:
+        es_local.remove(name)
+
+
+@pytest.mark.es
+def test_opensearch_node_dying_while_booting_fails_fast_with_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenSearch's ``-d`` returns before the node starts: a node that then
+    dies must fail the start at once, quoting its error, not after the timeout."""
+    real = es_local._node_settings
+    monkeypatch.setattr(
+        es_local, "_node_settings", lambda *a: [*real(*a), "-E", "no.such.setting=1"]
+    )
+    name = unique_name("pytest-os")
+    try:
+        started = time.monotonic()
+        with pytest.raises(es_local.LaunchError) as exc:
+            es_local.start(name=name, distribution="opensearch", timeout=120)
+        assert time.monotonic() - started < 60
+        assert "unknown setting [no.such.setting]" in str(exc.value)
+        assert str(exc.value).startswith(f"OpenSearch instance {name!r}")
+        assert es_local.is_running(name) is None
+    finally:
+        es_local.remove(name)
