@@ -16,12 +16,10 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import es_local  # noqa: E402
+import moto_local  # noqa: E402
 
 BUCKET, TABLE = "images-in", "Assets"
 #: How long one change may take to show in search before the demo calls it a failure.
@@ -64,12 +63,6 @@ def step(name: str) -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 - reported with the step's name, and the demo exits 1
         raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stop_process(process: subprocess.Popen[Any], name: str, timeout: float = 30) -> int:
@@ -113,22 +106,11 @@ class Demo:
 
     def start_moto(self) -> str:
         with step("starting moto server (S3, DynamoDB with Streams, SQS)"):
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
+            try:
+                process, url = moto_local.start()
+            except moto_local.MotoError as exc:
+                raise StepFailed("starting moto server", str(exc)) from None
             self.processes["moto server"] = process
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).read()
-                    break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise StepFailed("starting moto server", f"it did not answer on {url}") from None
-                    time.sleep(0.2)
             note(f"{url} (pid {process.pid})")
             return url
 

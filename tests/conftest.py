@@ -290,37 +290,15 @@ def sync(aws: None, es_client: Cluster, es_url: str, monkeypatch: pytest.MonkeyP
 # 3. moto server (a separate process, for tests that run the CLIs as subprocesses)
 # ==========================================================================
 
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import urllib.request  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """A moto server on a free loopback port; its URL. Reset per test with ``moto_reset``."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("moto server did not start", pytrace=False)
-            time.sleep(0.2)
+    """A moto server on a free loopback port; its URL (``aws_server`` resets it per test)."""
+    import moto_local
+
+    try:
+        process, url = moto_local.start()
+    except moto_local.MotoError as exc:
+        pytest.fail(str(exc), pytrace=False)
     try:
         yield url
     finally:
@@ -331,7 +309,9 @@ def moto_server() -> Iterator[str]:
 @pytest.fixture
 def aws_server(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """boto3 (in this process and in subprocesses) pointed at a freshly reset moto server."""
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10)
+    import moto_local
+
+    moto_local.reset(moto_server)
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": moto_server,
