@@ -26,15 +26,8 @@ _pipeline: Pipeline | None = None
 _settings: Settings | None = None
 
 
-def elasticsearch_client(settings: Settings, exact_numbers: bool = False) -> Any:
-    """Kept for callers of the first release; see :func:`indexer.backends.elasticsearch_client`."""
-    from .backends import elasticsearch_client as build
-
-    return build(settings, exact_numbers)
-
-
 def build_pipeline(settings: Settings) -> Pipeline:
-    """The adapters for one container: Elasticsearch store, target cache, dead-letter queue."""
+    """The adapters for one container: search store, target cache, dead-letter queue."""
     from .backends import store_for
     from .deadletter import SqsDeadLetters
     from .layout import Targets
