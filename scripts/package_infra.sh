@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Build what infra/serverless.yml deploys and package it, with no AWS account and no network.
 #
-#   scripts/package_infra.sh [--stage STAGE] [--region REGION] [--offline] [--deps-only]
+#   scripts/package_infra.sh [--stage STAGE] [--region REGION] [--param NAME=VALUE]...
+#                            [--out DIR] [--offline] [--deps-only]
 #
 #   1. npm ci: the pinned Serverless Framework v3 into infra/node_modules (when the lock changed);
 #   2. pip: the Lambda layer infra/layer/python from infra/requirements.txt, as wheels for the
 #      Lambda platform (manylinux2014_x86_64, CPython 3.12), when the file changed;
-#   3. serverless package: CloudFormation templates and zips in infra/.serverless/.
+#   3. serverless package: CloudFormation templates and zips in infra/.serverless/ (or --out
+#      DIR), with each --param passed on (e.g. --param searchBackend=opensearch).
 #
 # Steps 1 and 2 need the npm and Python package registries; --deps-only stops after them (run
 # it before `serverless deploy`). Step 3 makes one AWS call: Serverless v3 asks CloudFormation
@@ -22,12 +24,16 @@ stage=test
 region=us-east-1
 offline=0
 deps_only=0
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+out=""
+params=()
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 fail() { echo "package_infra.sh: $1" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --stage) [[ -n "${2:-}" ]] || fail "--stage needs a value"; stage="$2"; shift 2 ;;
     --region) [[ -n "${2:-}" ]] || fail "--region needs a value"; region="$2"; shift 2 ;;
+    --param) [[ "${2:-}" == ?*=* ]] || fail "--param needs NAME=VALUE"; params+=("--param=$2"); shift 2 ;;
+    --out) [[ -n "${2:-}" ]] || fail "--out needs a directory"; out="$2"; shift 2 ;;
     --offline) offline=1; shift ;;
     --deps-only) deps_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -37,6 +43,7 @@ done
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 infra="$root/infra"
+out="$(realpath -m "${out:-$infra/.serverless}")"  # absolute: serverless runs elsewhere
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$root/.venv/bin/python" ]]; then PYTHON="$root/.venv/bin/python"; else PYTHON=python3; fi
 fi
@@ -69,6 +76,15 @@ fi
 ((deps_only)) && exit 0
 
 # 3. serverless package, its one AWS call answered by moto's proxy on loopback.
+# Built in a scratch copy of the service that holds only what the package reads. Serverless
+# always builds into <service>/.serverless, so each run gets its own (packages for several
+# configurations can be built at once, each into its --out DIR), and with no node_modules there
+# it does not spend seconds walking them for dev dependencies.
+service="$(mktemp -d)"
+trap 'rm -rf "$service"' EXIT
+cp "$infra/serverless.yml" "$service/"
+ln -s "$infra/indexer" "$service/indexer"
+ln -s "$infra/layer" "$service/layer"
 ca_cert="$("$PYTHON" -c 'import os, moto.moto_proxy as p; print(os.path.join(os.path.dirname(p.__file__), "ca.crt"))' 2>/dev/null)" \
   || fail "$PYTHON has no moto (pip install 'moto[server]'), needed to answer DescribeStacks"
 port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -93,18 +109,24 @@ run_package() {
   export AWS_REGION="$region" AWS_DEFAULT_REGION="$region"
   unset AWS_PROFILE AWS_SESSION_TOKEN
   export https_proxy="http://127.0.0.1:$port" HTTPS_PROXY="http://127.0.0.1:$port" NODE_EXTRA_CA_CERTS="$ca_cert"
-  cd "$infra"
-  rm -rf .serverless
-  ./node_modules/.bin/serverless package --stage "$stage" --region "$region"
+  cd "$service"
+  eval "set -- $sls_params"
+  "$infra/node_modules/.bin/serverless" package --stage "$stage" --region "$region" "$@"
 }
 export -f run_package
-export PYTHON infra port ca_cert stage region
+# Arrays do not cross `bash -c`: the params go as one shell-quoted string.
+sls_params=""
+((${#params[@]})) && sls_params="$(printf '%q ' "${params[@]}")"
+export PYTHON infra service port ca_cert stage region sls_params
 
-echo "== serverless package --stage $stage --region $region" >&2
+echo "== serverless package --stage $stage --region $region ${params[*]} -> $out" >&2
 if ((offline)); then
   unshare --net -- bash -c 'ip link set lo up && run_package'
 else
   bash -c run_package
 fi
-test -f "$infra/.serverless/cloudformation-template-update-stack.json"
-echo "$infra/.serverless"
+test -f "$service/.serverless/cloudformation-template-update-stack.json"
+rm -rf "$out"
+mkdir -p "$(dirname "$out")"
+mv "$service/.serverless" "$out"
+echo "$out"

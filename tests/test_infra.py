@@ -1,8 +1,10 @@
 """infra/serverless.yml: it packages without AWS or network, lints clean, deploys into moto, and
-matches the code it deploys (handlers, environment, stream settings, least-privilege IAM).
+matches the code it deploys (handlers, environment, stream settings, least-privilege IAM), for
+each search backend it can target: Elasticsearch with an API key (the default), Amazon OpenSearch
+Service with SigV4 (a domain, or a serverless collection) and OpenSearch with basic auth.
 
-`scripts/package_infra.sh` runs once per module (npm ci and the layer build only when their
-inputs changed); every test reads what it produced in infra/.serverless/.
+`scripts/package_infra.sh` runs once per configuration and module (npm ci and the layer build
+only when their inputs changed); every test reads what it produced.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import sys
 import tomllib
 import warnings
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from glob import glob
 from importlib.metadata import requires
 from pathlib import Path
@@ -45,12 +48,55 @@ NOT_DEPLOYED = {
     "AWS_REGION": "set by the Lambda runtime (reserved: a function may not set it)",
     "AWS_DEFAULT_REGION": "set by the Lambda runtime (reserved: a function may not set it)",
 }
+#: What the Lambda runtime sets in every function's environment (the role's credentials among it).
+LAMBDA_RUNTIME_ENV = {
+    "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "ASIAEXAMPLEEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "the-role-session-secret", "AWS_SESSION_TOKEN": "the-role-session-token",
+}
 #: The only configuration warnings v3 may print: its schema predates the python3.12 runtime.
 EXPECTED_WARNINGS = {"provider.runtime", "layers.dependencies.compatibleRuntimes.0"}
 #: Resource types moto's CloudFormation does not create (it logs and skips them).
 MOTO_SKIPS = {"AWS::CloudWatch::Alarm", "AWS::Lambda::EventInvokeConfig", "AWS::S3::BucketPolicy"}
 #: Serverless adds DependsOn on a custom role that the function's GetAtt already implies.
 ALLOWED_LINT_WARNINGS = {"W3005"}
+DOMAIN_ARN = "arn:aws:es:us-east-1:123456789012:domain/assets"
+COLLECTION_ARN = "arn:aws:aoss:us-east-1:123456789012:collection/0a1b2c3d4e5f6g7h8i9j"
+#: HTTP methods of the requests indexer.handler sends (test_handler_sends_only_these_methods).
+HANDLER_METHODS = {"GET", "POST", "PUT"}
+#: HTTP methods of every request the store can send: replay, verify and redrive use all of it
+#: (test_store_sends_only_these_methods).
+STORE_METHODS = {"GET", "POST", "PUT", "DELETE"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way to deploy: the --param values, and what the template must then say."""
+
+    params: dict[str, str]
+    backend: str
+    auth: str
+    service: str = "es"
+    #: "domain" or "collection": what signed requests go to (sigv4); None without SigV4.
+    signed: str | None = None
+    #: Credential variables the indexer gets, each a Secrets Manager reference.
+    credentials: frozenset[str] = frozenset()
+
+
+DEFAULT = "elasticsearch-api_key"
+CONFIGS = {
+    DEFAULT: Config({}, "elasticsearch", "api_key", credentials=frozenset({"ELASTICSEARCH_API_KEY"})),
+    "opensearch-sigv4-domain": Config(
+        {"searchBackend": "opensearch", "searchAuth": "sigv4", "sigv4Service": "es", "openSearchDomainArn": DOMAIN_ARN},
+        "opensearch", "sigv4", "es", signed="domain"),
+    "opensearch-sigv4-collection": Config(
+        {"searchBackend": "opensearch", "searchAuth": "sigv4", "sigv4Service": "aoss",
+         "openSearchCollectionArn": COLLECTION_ARN},
+        "opensearch", "sigv4", "aoss", signed="collection"),
+    "opensearch-basic": Config(
+        {"searchBackend": "opensearch", "searchAuth": "basic"}, "opensearch", "basic",
+        credentials=frozenset({"ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"})),
+}
+CREDENTIAL_VARIABLES = {"ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("npm") is None,
@@ -60,9 +106,17 @@ pytestmark = pytest.mark.skipif(
 
 @dataclass
 class Packaged:
-    template: dict[str, Any]
+    """One configuration's build: the raw template, and the template as CloudFormation would
+    deploy it with the parameters' defaults (conditions decided, AWS::NoValue removed)."""
+
+    raw: dict[str, Any]
     output: str
     offline: bool
+    build: Path
+    template: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.template = resolved(self.raw)
 
     def resources(self, kind: str) -> dict[str, dict[str, Any]]:
         return {name: r for name, r in self.template["Resources"].items() if r["Type"] == kind}
@@ -80,44 +134,183 @@ def _can_unshare() -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def packaged() -> Packaged:
-    offline = _can_unshare()
-    command = ["bash", str(ROOT / "scripts" / "package_infra.sh"), "--stage", STAGE] + (["--offline"] if offline else [])
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900,
+def _package(params: dict[str, str], out: Path | None, offline: bool) -> subprocess.CompletedProcess[str]:
+    command = ["bash", str(ROOT / "scripts" / "package_infra.sh"), "--stage", STAGE]
+    command += [arg for name, value in params.items() for arg in ("--param", f"{name}={value}")]
+    command += (["--out", str(out)] if out else []) + (["--offline"] if offline else [])
+    return subprocess.run(command, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHON": sys.executable, "NO_COLOR": "1"})
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"package_infra.sh failed:\n{output[-6000:]}"
-    template = json.loads((BUILD / "cloudformation-template-update-stack.json").read_text())
-    return Packaged(template, output, offline)
 
 
-def _zip(name: str) -> zipfile.ZipFile:
-    return zipfile.ZipFile(BUILD / name)
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Packaged]:
+    """Packages a configuration the first time a test asks for it (the default into
+    infra/.serverless, as `serverless deploy` would; the others into their own directories)."""
+    offline = _can_unshare()
+    done: dict[str, Packaged] = {}
+
+    def build(name: str) -> Packaged:
+        if name not in done:
+            out = None if name == DEFAULT else tmp_path_factory.mktemp(name)
+            run = _package(CONFIGS[name].params, out, offline)
+            output = run.stdout + run.stderr
+            assert run.returncode == 0, f"package_infra.sh ({name}) failed:\n{output[-6000:]}"
+            where = out or BUILD
+            raw = json.loads((where / "cloudformation-template-update-stack.json").read_text())
+            done[name] = Packaged(raw, output, offline, where)
+        return done[name]
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def packaged(builds: Callable[[str], Packaged]) -> Packaged:
+    return builds(DEFAULT)
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def config(request: pytest.FixtureRequest, builds: Callable[[str], Packaged]) -> tuple[Config, Packaged]:
+    """Each configuration with its build (tests taking it run once per configuration)."""
+    return CONFIGS[request.param], builds(request.param)
+
+
+# ---------------------------------------------------------------- the template as deployed
+
+
+_DROP = object()
+
+
+def resolved(template: dict[str, Any]) -> dict[str, Any]:
+    """``template`` with what CloudFormation decides from the parameters alone: each ``Ref`` to a
+    parameter is its default, conditions pick their ``Fn::If`` branch, ``AWS::NoValue`` removes
+    its key or list item, a ``Fn::Join`` of plain strings is joined, and resources whose
+    condition is false are gone. References to resources (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``)
+    and dynamic references stay as written."""
+    parameters = {name: p.get("Default") for name, p in template.get("Parameters", {}).items()}
+    conditions = template.get("Conditions", {})
+
+    def condition(node: Any) -> bool:
+        if isinstance(node, dict) and set(node) == {"Condition"}:
+            return condition(conditions[node["Condition"]])
+        (function, args), = node.items()
+        if function == "Fn::Equals":
+            left, right = (value(arg) for arg in args)
+            return bool(left == right)
+        if function == "Fn::Not":
+            return not condition(args[0])
+        if function == "Fn::And":
+            return all(condition(arg) for arg in args)
+        if function == "Fn::Or":
+            return any(condition(arg) for arg in args)
+        raise AssertionError(f"unknown condition function {function}")
+
+    def value(node: Any) -> Any:
+        if isinstance(node, list):
+            return [item for item in map(value, node) if item is not _DROP]
+        if not isinstance(node, dict):
+            return node
+        if set(node) == {"Ref"} and node["Ref"] == "AWS::NoValue":
+            return _DROP
+        if set(node) == {"Ref"} and node["Ref"] in parameters:
+            return parameters[node["Ref"]]
+        if set(node) == {"Fn::If"}:
+            name, yes, no = node["Fn::If"]
+            return value(yes if condition(conditions[name]) else no)
+        if set(node) == {"Fn::Join"}:
+            separator, parts = node["Fn::Join"]
+            parts = value(parts)
+            if all(isinstance(part, str) for part in parts):
+                return separator.join(parts)
+            return {"Fn::Join": [separator, parts]}
+        return {key: item for key, item in ((k, value(v)) for k, v in node.items()) if item is not _DROP}
+
+    resources = {name: resource for name, resource in template["Resources"].items()
+                 if "Condition" not in resource or condition(conditions[resource["Condition"]])}
+    return {**template, "Resources": value(resources), "Outputs": value(template.get("Outputs", {}))}
+
+
+def test_resolved_follows_cloudformation_semantics() -> None:
+    template = {
+        "Parameters": {"Mode": {"Type": "String", "Default": "b"}, "Arn": {"Type": "String", "Default": "arn:x"}},
+        "Conditions": {"IsA": {"Fn::Equals": [{"Ref": "Mode"}, "a"]},
+                       "NotA": {"Fn::Not": [{"Condition": "IsA"}]},
+                       "Both": {"Fn::And": [{"Condition": "NotA"}, {"Fn::Not": [{"Fn::Equals": [{"Ref": "Arn"}, ""]}]}]}},
+        "Resources": {
+            "Gone": {"Type": "T", "Condition": "IsA"},
+            "Kept": {"Type": "T", "Properties": {
+                "List": [1, {"Fn::If": ["IsA", 2, {"Ref": "AWS::NoValue"}]}, {"Fn::If": ["Both", 3, 4]}],
+                "Dropped": {"Ref": "AWS::NoValue"},
+                "Joined": {"Fn::Join": ["", [{"Ref": "Arn"}, "/*"]]},
+                "Kept": {"Fn::GetAtt": ["Other", "Arn"]},
+            }},
+        },
+    }
+    assert resolved(template)["Resources"] == {"Kept": {"Type": "T", "Properties": {
+        "List": [1, 3], "Joined": "arn:x/*", "Kept": {"Fn::GetAtt": ["Other", "Arn"]}}}}
+
+
+def _zip(name: str, build: Path = BUILD) -> zipfile.ZipFile:
+    return zipfile.ZipFile(build / name)
 
 
 # ---------------------------------------------------------------- packaging and lint
 
 
-def test_packaging_needs_no_network(packaged: Packaged) -> None:
+def test_packaging_needs_no_network(config: tuple[Config, Packaged]) -> None:
+    _, packaged = config
     if not packaged.offline:
         pytest.skip("unshare --net is not permitted here, so packaging ran with the network up")
     assert "Service packaged" in packaged.output
 
 
-def test_packaging_warns_only_about_the_python312_runtime(packaged: Packaged) -> None:
+def test_packaging_warns_only_about_the_python312_runtime(config: tuple[Config, Packaged]) -> None:
+    _, packaged = config
     warned = set(re.findall(r"^\s+at '([^']+)'", packaged.output, re.M))
     assert warned == EXPECTED_WARNINGS
     assert "deprecation" not in packaged.output.lower()
 
 
-def test_template_passes_cfn_lint(packaged: Packaged) -> None:
+def test_template_passes_cfn_lint(config: tuple[Config, Packaged], packaged: Packaged) -> None:
     from cfnlint.api import ManualArgs, lint_file
 
-    for name in ("cloudformation-template-update-stack.json", "cloudformation-template-create-stack.json"):
-        matches = lint_file(BUILD / name, ManualArgs(regions=["us-east-1", "eu-west-1", "ap-southeast-2"]))
+    expected, build = config
+    templates = ["cloudformation-template-update-stack.json"]
+    create = "cloudformation-template-create-stack.json"
+    if expected == CONFIGS[DEFAULT]:
+        templates.append(create)
+    else:  # the bootstrap stack (the deployment bucket) does not depend on the configuration
+        assert (build.build / create).read_text() == (packaged.build / create).read_text()
+    for name in templates:
+        matches = lint_file(build.build / name, ManualArgs(regions=["us-east-1", "eu-west-1", "ap-southeast-2"]))
         unexpected = [str(m) for m in matches if m.rule.id not in ALLOWED_LINT_WARNINGS]
         assert unexpected == [], name
+
+
+def test_sigv4_without_its_arn_fails_packaging_naming_the_param(tmp_path: Path) -> None:
+    # custom.signedArnParam: the same lookup names openSearchCollectionArn for sigv4Service=aoss.
+    run = _package({"searchBackend": "opensearch", "searchAuth": "sigv4", "sigv4Service": "es"}, tmp_path, offline=False)
+    assert run.returncode != 0
+    assert 'The param "openSearchDomainArn" cannot be resolved' in run.stdout + run.stderr
+
+
+def test_an_unknown_search_auth_fails_packaging(tmp_path: Path) -> None:
+    """CloudFormation takes whatever SearchAuth was packaged: custom.credentials is the check."""
+    run = _package({"searchAuth": "sigv5"}, tmp_path, offline=False)
+    assert run.returncode != 0
+    assert 'Cannot resolve variable at "functions.indexer.environment.ELASTICSEARCH_API_KEY"' in run.stdout + run.stderr
+
+
+def test_arn_parameters_take_one_domain_or_collection_and_no_wildcard(packaged: Packaged) -> None:
+    parameters = packaged.raw["Parameters"]
+    domain = re.compile(parameters["OpenSearchDomainArn"]["AllowedPattern"])
+    collection = re.compile(parameters["OpenSearchCollectionArn"]["AllowedPattern"])
+    assert domain.fullmatch(DOMAIN_ARN) and domain.fullmatch("")
+    assert collection.fullmatch(COLLECTION_ARN) and collection.fullmatch("")
+    for wrong in ("arn:aws:es:us-east-1:123456789012:domain/*", "arn:aws:es:us-east-1:123456789012:domain/assets/*",
+                  "arn:aws:es:*:123456789012:domain/assets", COLLECTION_ARN, "*"):
+        assert not domain.fullmatch(wrong), wrong
+    for wrong in ("arn:aws:aoss:us-east-1:123456789012:collection/*", DOMAIN_ARN, "*"):
+        assert not collection.fullmatch(wrong), wrong
 
 
 def test_function_package_holds_exactly_the_indexer_package(packaged: Packaged) -> None:
@@ -196,6 +389,53 @@ def test_shipped_zips_run_both_handlers_on_python_312(packaged: Packaged, tmp_pa
     assert result["orjson"].startswith(str(tmp_path / "opt"))
 
 
+#: What the Lambda Python runtime ships besides the standard library (after the layer on sys.path).
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath")
+
+
+def test_shipped_zips_build_the_deployed_search_client_on_python_312(config: tuple[Config, Packaged],
+                                                                     tmp_path: Path) -> None:
+    """The indexer from the zips, with its deployed environment and the runtime's boto3: it
+    builds the client for the configured backend and, for sigv4, signs for the right service."""
+    expected, packaged = config
+    python = _python312()
+    if python is None:
+        pytest.skip("no CPython 3.12 on this machine to load the layer's cp312 wheels")
+    with _zip("dynamodb-es-indexer.zip", packaged.build) as code, _zip("dependencies.zip", packaged.build) as layer:
+        code.extractall(tmp_path / "task")
+        layer.extractall(tmp_path / "opt")
+        tops = {name.split("/")[1] for name in layer.namelist()}
+    if expected.backend == "opensearch" and "opensearchpy" not in tops:
+        pytest.xfail("the layer has no opensearch-py: infra/requirements.txt must list it to deploy OpenSearch")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    for name in RUNTIME_PACKAGES:
+        module = importlib.import_module(name)
+        (runtime / name).symlink_to(Path(module.__file__).parent)
+    script = (
+        "import json, sys\n"
+        f"sys.path[:0] = [{str(tmp_path / 'task')!r}, {str(tmp_path / 'opt' / 'python')!r}, {str(runtime)!r}]\n"
+        "from indexer import handler\n"
+        "response = handler.handler({'Records': []}, None)\n"
+        "client = handler.pipeline().store.transport.client\n"
+        "auth = client.transport.get_connection().http_auth if hasattr(client.transport, 'get_connection') else None\n"
+        "signed = auth('GET', 'https://search.example.com:9243/_alias/x', None) if callable(auth) else {}\n"
+        "print(json.dumps({'indexer': response, 'client': type(client).__module__,\n"
+        "                  'authorization': signed.get('Authorization', '')}))\n"
+    )
+    env = {"PATH": os.environ["PATH"], **LAMBDA_RUNTIME_ENV, "LOG_LEVEL": "WARNING"}
+    env.update({name: _concrete(value) for name, value in packaged.env("IndexerLambdaFunction").items()})
+    done = subprocess.run([python, "-I", "-S", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["indexer"] == {"batchItemFailures": []}
+    assert result["client"].startswith({"elasticsearch": "elasticsearch", "opensearch": "opensearchpy"}[expected.backend])
+    if expected.auth == "sigv4":
+        assert f"/us-east-1/{expected.service}/aws4_request" in result["authorization"]
+    else:
+        assert result["authorization"] == ""
+
+
 # ---------------------------------------------------------------- the file matches the code
 
 
@@ -259,19 +499,22 @@ def _names_in_source(path: Path) -> set[str]:
     return names
 
 
-def test_every_variable_the_code_reads_is_set_for_its_function(packaged: Packaged, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_variable_the_code_reads_is_set_for_its_function(config: tuple[Config, Packaged],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from indexer import handler, s3assets
 
+    expected, packaged = config
     for function, modules in (("IndexerLambdaFunction", ["settings.py", "handler.py"]),
                               ("AssetCreatedLambdaFunction", ["s3assets.py"]),
                               ("AssetDeletedLambdaFunction", ["s3assets.py"])):
         deployed = {name: _concrete(value) for name, value in packaged.env(function).items()}
-        recorder = RecordingEnv(deployed)
+        recorder = RecordingEnv({**LAMBDA_RUNTIME_ENV, **deployed})
         monkeypatch.setattr(os, "environ", recorder)
         handler.reset()
         s3assets.reset()
         try:
-            # The real entry points, with the deployed environment: it must also pass validation.
+            # The real entry points, with the deployed environment: it must also pass validation
+            # and build its client (for sigv4: signing with the role's credentials).
             if function == "IndexerLambdaFunction":
                 assert handler.handler({"Records": []}, None) == {"batchItemFailures": []}
             else:
@@ -280,18 +523,36 @@ def test_every_variable_the_code_reads_is_set_for_its_function(packaged: Package
             monkeypatch.undo()
             handler.reset()
         read = recorder.read | set().union(*(_names_in_source(ROOT / "indexer" / m) for m in modules))
-        assert read - set(deployed) - set(NOT_DEPLOYED) == set(), function
+        # Credentials another auth mode reads are left out on purpose (no secret to resolve).
+        unused_credentials = CREDENTIAL_VARIABLES - expected.credentials
+        assert read - set(deployed) - set(NOT_DEPLOYED) - unused_credentials == set(), function
         assert {"TABLE_NAME", "LOG_LEVEL"} <= read
 
 
-def test_credentials_and_url_come_from_ssm_and_secrets_manager(packaged: Packaged) -> None:
+def test_search_settings_are_the_params(config: tuple[Config, Packaged]) -> None:
+    expected, packaged = config
     env = packaged.env("IndexerLambdaFunction")
+    settings = (env["SEARCH_BACKEND"], env["SEARCH_AUTH"], env["SIGV4_SERVICE"])
+    assert settings == (expected.backend, expected.auth, expected.service)
     assert env["ELASTICSEARCH_URL"].startswith("{{resolve:ssm:/dynamodb-es-indexer/test/")
-    assert env["ELASTICSEARCH_API_KEY"].startswith("{{resolve:secretsmanager:dynamodb-es-indexer/test/elasticsearch:")
-    for name in ("ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"):
-        assert env[name] == "", name  # api_key is the default auth; blank means unset
-    assert env["SEARCH_AUTH"] == "api_key"
     assert env["DLQ_URL"] == {"Ref": "DeadLetterQueue"} and env["TABLE_NAME"] == {"Ref": "AssetsTable"}
+    for function in ("AssetCreatedLambdaFunction", "AssetDeletedLambdaFunction"):
+        # The asset functions write the table only: no search settings, no credentials.
+        assert not {name for name in packaged.env(function) if "SEARCH" in name or name.startswith("ELASTICSEARCH")}
+
+
+def test_credentials_are_exactly_what_the_auth_mode_reads(config: tuple[Config, Packaged]) -> None:
+    expected, packaged = config
+    env = packaged.env("IndexerLambdaFunction")
+    assert set(env) & CREDENTIAL_VARIABLES == expected.credentials
+    secret = "{{resolve:secretsmanager:dynamodb-es-indexer/test/elasticsearch:SecretString:"
+    for name in expected.credentials:
+        key = {"ELASTICSEARCH_API_KEY": "api_key", "ELASTICSEARCH_USERNAME": "username",
+               "ELASTICSEARCH_PASSWORD": "password"}[name]
+        assert env[name] == f"{secret}{key}}}}}", name
+    if not expected.credentials:
+        # Not even in a branch CloudFormation would not take: nothing for it to resolve.
+        assert "{{resolve:secretsmanager:" not in json.dumps(packaged.raw)
 
 
 def test_stream_mapping_is_what_the_handler_is_built_for(packaged: Packaged) -> None:
@@ -383,8 +644,6 @@ EXPECTED_GRANTS = {
                     "sqs:GetQueueAttributes", "sqs:SendMessage")},
         ("ssm:GetParameter", _arn({"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
                                                "parameter/dynamodb-es-indexer/test/elasticsearch-url"})),
-        ("secretsmanager:GetSecretValue", _arn({"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:"
-                                                           "${AWS::AccountId}:secret:dynamodb-es-indexer/test/elasticsearch-??????"})),
     },
     "AssetDeletedRole": {
         ("logs:CreateLogStream", _arn({"Fn::GetAtt": ["AssetDeletedLogGroup", "Arn"]})),
@@ -393,6 +652,32 @@ EXPECTED_GRANTS = {
         ("sqs:SendMessage", _arn({"Fn::GetAtt": ["S3EventFailuresQueue", "Arn"]})),
     },
 }
+
+
+#: Whoever runs python -m replay reads the credentials the functions get (api_key, basic).
+SECRET_GRANT = ("secretsmanager:GetSecretValue", _arn({
+    "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
+               "secret:dynamodb-es-indexer/test/elasticsearch-??????"}))
+
+
+def _http_grants(methods: set[str]) -> set[tuple[str, str]]:
+    return {(f"es:ESHttp{method.capitalize()}", _arn(f"{DOMAIN_ARN}/*")) for method in methods}
+
+
+def expected_grants(config: Config) -> dict[str, set[tuple[str, str]]]:
+    """What each role and the operator policy must grant, exactly, in ``config``."""
+    grants = {name: set(base) for name, base in EXPECTED_GRANTS.items()}
+    if config.credentials:
+        grants["ReplayOperatorPolicy"].add(SECRET_GRANT)
+    if config.signed == "domain":
+        # Every path of the one domain; the handler's methods, and the store's for the operator.
+        grants["IndexerRole"] |= _http_grants(HANDLER_METHODS)
+        grants["ReplayOperatorPolicy"] |= _http_grants(STORE_METHODS)
+    if config.signed == "collection":
+        # The collection's one IAM action; the data access policy on it says what it allows.
+        for name in ("IndexerRole", "ReplayOperatorPolicy"):
+            grants[name].add(("aoss:APIAccessAll", _arn(COLLECTION_ARN)))
+    return grants
 
 
 def _documents(resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -421,7 +706,8 @@ def _actions_without_resource_types() -> set[str]:
             for action, detail in spec.get("Actions", {}).items() if not detail.get("Resources")}
 
 
-def test_each_function_has_its_own_role(packaged: Packaged) -> None:
+def test_each_function_has_its_own_role(config: tuple[Config, Packaged]) -> None:
+    _, packaged = config
     functions = packaged.resources("AWS::Lambda::Function")
     assert {name: f["Properties"]["Role"] for name, f in functions.items()} == {
         name: {"Fn::GetAtt": [role, "Arn"]} for name, role in ROLES.items()}
@@ -433,15 +719,18 @@ def _policies(packaged: Packaged) -> dict[str, dict[str, Any]]:
     return {**packaged.resources("AWS::IAM::Role"), **packaged.resources("AWS::IAM::ManagedPolicy")}
 
 
-def test_policies_grant_exactly_what_each_user_needs(packaged: Packaged) -> None:
+def test_policies_grant_exactly_what_each_user_needs(config: tuple[Config, Packaged]) -> None:
+    expected, packaged = config
     policies = _policies(packaged)
-    assert set(policies) == set(EXPECTED_GRANTS)
+    wanted = expected_grants(expected)
+    assert set(policies) == set(wanted)
     for name, policy in policies.items():
         assert "ManagedPolicyArns" not in policy["Properties"], name
-        assert _grants(policy) == EXPECTED_GRANTS[name], name
+        assert _grants(policy) == wanted[name], name
 
 
-def test_no_wildcards_except_where_aws_requires_them(packaged: Packaged) -> None:
+def test_no_wildcards_except_where_aws_requires_them(config: tuple[Config, Packaged]) -> None:
+    _, packaged = config
     only_star = _actions_without_resource_types()
     for name, policy in _policies(packaged).items():
         for action, resource in _grants(policy):
@@ -451,35 +740,105 @@ def test_no_wildcards_except_where_aws_requires_them(packaged: Packaged) -> None
                 assert action.lower() in only_star, f"{name}: {action} on * but IAM can scope it"
                 continue
             text = value if isinstance(value, str) else json.dumps(value)
-            # Objects of one named bucket ("arn:...:s3:::bucket/*") are the one pattern allowed.
-            assert "*" not in re.sub(r"^(\{\"Fn::Sub\": \"arn:\$\{AWS::Partition\}:s3:::[a-z0-9.-]+)/\*", r"\1", text), (name, text)
+            # Objects of one named bucket ("arn:...:s3:::bucket/*") and the paths of one named
+            # domain ("arn:aws:es:...:domain/name/*", what IAM authorizes requests on) are the
+            # only patterns allowed.
+            text = re.sub(r"^(\{\"Fn::Sub\": \"arn:\$\{AWS::Partition\}:s3:::[a-z0-9.-]+)/\*", r"\1", text)
+            text = re.sub(r"^(arn:aws:es:[a-z0-9-]+:[0-9]{12}:domain/[a-z][a-z0-9-]+)/\*$", r"\1", text)
+            assert "*" not in text, (name, text)
+
+
+def test_functions_that_do_not_search_get_no_search_grants(config: tuple[Config, Packaged]) -> None:
+    _, packaged = config
+    for role in ("AssetCreatedRole", "AssetDeletedRole"):
+        services = {action.split(":")[0] for action, _ in _grants(packaged.template["Resources"][role])}
+        assert not services & {"es", "aoss", "secretsmanager"}, role
+
+
+def _request_methods(path: Path) -> set[str]:
+    """The literal methods of every ``_request("METHOD", ...)`` call in ``path``."""
+    return {node.args[0].value for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "_request"
+            and node.args and isinstance(node.args[0], ast.Constant)}
+
+
+def test_store_sends_only_these_methods() -> None:
+    """Every request to the cluster goes through ``SearchStore._request`` (no other module calls
+    the client's transport), so its methods are all replay, verify and redrive can send."""
+    sources = [*sorted((ROOT / "indexer").glob("*.py")), *sorted((ROOT / "replay").glob("*.py"))]
+    assert set().union(*map(_request_methods, sources)) == STORE_METHODS
+    bypassing = [p.name for p in sources if "perform_request" in p.read_text() and p.name not in ("search.py", "backends.py")]
+    assert bypassing == []
+
+
+def test_handler_sends_only_these_methods(sync: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler on the real cluster, from a fresh alias (it creates the first index) through
+    inserts, updates, deletes and a stale record: the HTTP methods it sends are the ones the
+    indexer role may send to an OpenSearch domain."""
+    from stream_events import put, remove
+
+    from indexer.search import SearchStore
+
+    sent: set[str] = set()
+    request = SearchStore._request
+
+    def recording(self: SearchStore, method: str, *args: Any, **options: Any) -> Any:
+        sent.add(method)
+        return request(self, method, *args, **options)
+
+    monkeypatch.setattr(SearchStore, "_request", recording)
+    assert sync.deliver(put("a", 2, colour="red"), put("b", 3), put("c", 4)) == {"batchItemFailures": []}
+    assert sync.deliver(put("a", 5, colour="blue"), remove("b", 6), put("c", 1)) == {"batchItemFailures": []}
+    assert len(sync.docs()) == 2 and sync.dead_letters() == []  # a and c; b deleted
+    assert sent == HANDLER_METHODS
 
 
 # ---------------------------------------------------------------- the stack in moto
 
 
-def test_stack_deploys_into_moto_and_its_wiring_works(packaged: Packaged, aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def moto_drops_no_value_list_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CloudFormation removes a list item that is ``{"Ref": "AWS::NoValue"}`` (here: a policy
+    statement whose condition is false); moto 5 leaves None in its place, which its IAM then
+    rejects as a malformed policy. Make moto's template evaluation drop it, as AWS does."""
+    from moto.cloudformation import parsing
+
+    clean_json = parsing.clean_json
+
+    def dropping(value: Any, resources_map: Any) -> Any:
+        if isinstance(value, list):
+            return [item for item in (dropping(v, resources_map) for v in value) if item is not None]
+        return clean_json(value, resources_map)
+
+    monkeypatch.setattr(parsing, "clean_json", dropping)
+
+
+def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Packaged], aws: None,
+                                                      moto_drops_no_value_list_items: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """What `serverless deploy` does: create the bootstrap stack, upload the zips to its bucket,
-    update the stack. moto skips AWS::CloudWatch::Alarm, AWS::Lambda::EventInvokeConfig and
-    AWS::S3::BucketPolicy, leaves {{resolve:...}} unresolved, and attaches no layers."""
+    update the stack; moto decides the template's conditions from its parameters' defaults.
+    moto skips AWS::CloudWatch::Alarm, AWS::Lambda::EventInvokeConfig and AWS::S3::BucketPolicy,
+    leaves {{resolve:...}} unresolved, and attaches no layers."""
     import boto3
 
     from indexer import s3assets
 
+    expected, packaged = config
     stack = f"dynamodb-es-indexer-{STAGE}"
     cloudformation = boto3.client("cloudformation")
-    create = (BUILD / "cloudformation-template-create-stack.json").read_text()
+    create = (packaged.build / "cloudformation-template-create-stack.json").read_text()
     s3 = boto3.client("s3")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cloudformation.create_stack(StackName=stack, TemplateBody=create)
         outputs = _outputs(cloudformation, stack)
-        for resource in packaged.template["Resources"].values():
+        for resource in packaged.raw["Resources"].values():
             content = resource["Properties"].get("Code") or resource["Properties"].get("Content")
             if resource["Type"] in ("AWS::Lambda::Function", "AWS::Lambda::LayerVersion"):
                 key = content["S3Key"]
-                s3.upload_file(str(BUILD / key.rsplit("/", 1)[1]), outputs["ServerlessDeploymentBucketName"], key)
-        cloudformation.update_stack(StackName=stack, TemplateBody=json.dumps(packaged.template), Capabilities=["CAPABILITY_IAM"])
+                s3.upload_file(str(packaged.build / key.rsplit("/", 1)[1]), outputs["ServerlessDeploymentBucketName"], key)
+        cloudformation.update_stack(StackName=stack, TemplateBody=json.dumps(packaged.raw), Capabilities=["CAPABILITY_IAM"])
     skipped = {m.group(1) for w in caught if (m := re.search(r"parse (AWS::\S+) but it's not supported", str(w.message)))}
     assert skipped <= MOTO_SKIPS, f"moto skipped more than it used to: {skipped - MOTO_SKIPS}"
     assert cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"] == "UPDATE_COMPLETE"
@@ -496,13 +855,19 @@ def test_stack_deploys_into_moto_and_its_wiring_works(packaged: Packaged, aws: N
     awslambda = boto3.client("lambda")
     indexer = awslambda.get_function_configuration(FunctionName=f"{stack}-indexer")
     assert indexer["Handler"] == "indexer.handler.handler" and indexer["Runtime"] == "python3.12"
-    assert indexer["Environment"]["Variables"]["DLQ_URL"] == outputs["DeadLetterQueueUrl"]
-    assert indexer["Environment"]["Variables"]["TABLE_NAME"] == outputs["TableName"]
+    variables = indexer["Environment"]["Variables"]
+    assert variables["DLQ_URL"] == outputs["DeadLetterQueueUrl"]
+    assert variables["TABLE_NAME"] == outputs["TableName"]
+    assert (variables["SEARCH_BACKEND"], variables["SEARCH_AUTH"], variables["SIGV4_SERVICE"]) == (
+        expected.backend, expected.auth, expected.service)
+    assert set(variables) & CREDENTIAL_VARIABLES == expected.credentials
     (mapping,) = [m for m in awslambda.list_event_source_mappings()["EventSourceMappings"]
                   if m["FunctionArn"] == indexer["FunctionArn"]]
     assert mapping["EventSourceArn"] == outputs["TableStreamArn"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"].endswith(":" + outputs["DeadLetterQueueUrl"].rsplit("/", 1)[1])
+    # The ARN docs/deploy.md maps in OpenSearch (FGAC backend role, Serverless data access policy).
+    assert outputs["IndexerRoleArn"] == indexer["Role"]
     role = indexer["Role"].rsplit("/", 1)[1]
     iam = boto3.client("iam")
     (policy,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
@@ -510,6 +875,18 @@ def test_stack_deploys_into_moto_and_its_wiring_works(packaged: Packaged, aws: N
     document = str(iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"])
     assert outputs["TableStreamArn"] in document
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"] in document
+    # The search grants as deployed, with the ARN given as a param, for the role and the policy.
+    operator = iam.get_policy(PolicyArn=outputs["ReplayOperatorPolicyArn"])["Policy"]
+    operator_document = iam.get_policy_version(PolicyArn=operator["Arn"], VersionId=operator["DefaultVersionId"])
+    for methods, text in ((HANDLER_METHODS, document), (STORE_METHODS, str(operator_document["PolicyVersion"]["Document"]))):
+        assert ("es:ESHttp" in text) == (expected.signed == "domain")
+        assert ("aoss:" in text) == (expected.signed == "collection")
+        assert ("secretsmanager:" in text) == (bool(expected.credentials) and text is not document)
+        if expected.signed == "domain":
+            assert f"'Resource': '{DOMAIN_ARN}/*'" in text
+            assert set(re.findall(r"es:ESHttp(\w+)", text)) == {m.capitalize() for m in methods}
+        if expected.signed == "collection":
+            assert f"'Action': 'aoss:APIAccessAll', 'Resource': '{COLLECTION_ARN}'" in text
 
     # The S3 handler with its deployed environment writes an item the deployed table accepts.
     created = awslambda.get_function_configuration(FunctionName=f"{stack}-assetCreated")
