@@ -39,7 +39,7 @@ demo: install es-fetch
 
 ## Benchmarks (not part of the tests): figures and ratios, medians of several runs.
 bench: install es-fetch
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run_all.py
 
 es-fetch:

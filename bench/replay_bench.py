@@ -14,12 +14,9 @@ import io
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -28,29 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import es_local  # noqa: E402
+import moto_local  # noqa: E402
 
 TABLE = "BenchAssets"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).read()
-            return process, url
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("moto server did not start")
 
 
 def item(n: int) -> dict:
@@ -149,7 +126,7 @@ def main() -> int:
     args = parser.parse_args()
 
     instance = es_local.start(name="bench", fresh=True, heap="1g")
-    moto, moto_url = start_moto()
+    moto, moto_url = moto_local.start()
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
                       AWS_ENDPOINT_URL=moto_url, ELASTICSEARCH_URL=instance.url, TABLE_NAME=TABLE,
                       INDEX_NAME="bench-assets", TARGETS_TTL_SECONDS="0.05", LOG_LEVEL="WARNING")

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from . import convert
-from .encode import dumps
+from .encode import dumps_to_keep
 from .errors import RecordError
 from .ids import document_id
 
@@ -166,7 +166,7 @@ def tombstone(alias: str, doc_id: str, sequence: int, position: int = 0, at: int
 
 def _json(source: dict[str, Any]) -> bytes:
     try:
-        return dumps(source)
+        return dumps_to_keep(source)
     except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
         raise RecordError("unconvertible_value", f"the item cannot be written as JSON: {exc}") from exc
 
