@@ -100,6 +100,8 @@ class _Round:
         self.pending: list[_Unit] = []
         self.outcomes: dict[tuple[str, str, str], str] = {}
         self.dead: dict[tuple[str, str], RecordError] = {}
+        #: Fresh (INSERT) units whose blind ``create`` was sent: from then on they read first.
+        self.tried_blind: set[tuple[str, str, str]] = set()
 
     def timeout(self) -> float:
         remaining = self.deadline.remaining()
@@ -115,8 +117,10 @@ class _Round:
             if not self.pending:
                 return
             # A snapshot (scanned item) loses to anything already there, so it needs no read:
-            # a plain ``create`` is the whole guard, and its conflict means "stale".
-            to_read = [unit for unit in self.pending if unit.change.sequence != SNAPSHOT_SEQUENCE]
+            # a plain ``create`` is the whole guard, and its conflict means "stale". An INSERT's
+            # document usually does not exist yet either: its first try is a ``create`` too (the
+            # guard's own decision for an absent document), and only a conflict makes it read.
+            to_read = [unit for unit in self.pending if not self._blind(unit)]
             current = self.store.current(
                 [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()
             ) if to_read else {}
@@ -127,6 +131,7 @@ class _Round:
                     self._settle(unit, "stale")
                 else:
                     writes.append(Write(unit.index, unit.change, found))
+            self.tried_blind.update(self._key(unit) for unit in self.pending if self._blind(unit))
             conflicts, retries = self._write(writes)
             self.pending = conflicts + retries
             if retries:
@@ -158,6 +163,12 @@ class _Round:
                 else:
                     retries.append(unit)
         return conflicts, retries
+
+    def _blind(self, unit: _Unit) -> bool:
+        """Whether this unit is written without reading what the index holds first."""
+        if unit.change.sequence == SNAPSHOT_SEQUENCE:
+            return True
+        return unit.change.fresh and self._key(unit) not in self.tried_blind
 
     @staticmethod
     def _key(unit: _Unit) -> tuple[str, str, str]:

@@ -48,6 +48,9 @@ class Change:
     position: int
     #: Positions of every record this change stands for: itself and those it superseded.
     covers: list[int] = field(default_factory=list)
+    #: An INSERT: the item did not exist before, so the document most likely does not either,
+    #: and a plain ``create`` may be tried before reading (a conflict then reads as usual).
+    fresh: bool = False
 
     def __post_init__(self) -> None:
         if not self.covers:
@@ -134,7 +137,9 @@ def change_of(record: Any, position: int, default_alias: str | None = None) -> C
             f"{event_name} record has no NewImage: the stream view type must be "
             "NEW_IMAGE or NEW_AND_OLD_IMAGES"
         )
-    return upsert(alias, doc_id, image, sequence, position, at)
+    change = upsert(alias, doc_id, image, sequence, position, at)
+    change.fresh = event_name == "INSERT"
+    return change
 
 
 def _bookkeeping(sequence: int, at: int | None) -> dict[str, Any]:

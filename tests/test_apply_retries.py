@@ -114,3 +114,41 @@ def test_credentials_refused_stop_at_once_without_retrying():
     result = run(store, changes("a"))
     assert [c.doc_id for c in result.unresolved] == ["a"]
     assert "credentials" in result.last_error and len(store.requests) == 1
+
+
+class CountingStore(ScriptedStore):
+    def __init__(self, *responses) -> None:
+        super().__init__(*responses)
+        self.reads: list[list[str]] = []
+
+    def current(self, pairs, timeout):
+        self.reads.append([doc_id for _, doc_id in pairs])
+        return super().current(pairs, timeout)
+
+
+def inserts(*names: str):
+    from stream_events import record
+
+    return [change_of(record("INSERT", {"pk": {"S": n}}, {"pk": {"S": n}}, i + 1), i) for i, n in enumerate(names)]
+
+
+def test_an_insert_is_created_without_reading_first():
+    store = CountingStore([item(201), item(201)])
+    result = run(store, inserts("a", "b"))
+    assert store.reads == [] and sorted(c.doc_id for c in result.applied) == ["a", "b"]
+
+
+def test_an_insert_whose_document_exists_reads_and_decides_like_any_change():
+    store = CountingStore([item(409, "version_conflict_engine_exception"), item(201)], [item(201)])
+    store.state[("idx", "a")] = Current(SEQUENCE_BASE - 5, 3, 1)  # an older tombstone, say
+    result = run(store, inserts("a", "b"))
+    assert store.reads == [["a"]]  # only the conflicting one, and only after its create failed
+    assert store.requests == [["a", "b"], ["a"]]
+    assert sorted(c.doc_id for c in result.applied) == ["a", "b"]
+
+
+def test_an_insert_older_than_what_exists_ends_stale():
+    store = CountingStore([item(409, "version_conflict_engine_exception")])
+    store.state[("idx", "a")] = Current(SEQUENCE_BASE + 99, 3, 1)
+    result = run(store, inserts("a"))
+    assert [c.doc_id for c in result.stale] == ["a"] and store.reads == [["a"]]
