@@ -15,10 +15,6 @@ from typing import Sequence
 from indexer.errors import ClusterError, IndexerError, SettingsError
 
 
-class UsageError(Exception):
-    """A flag combination that makes no sense; exit 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -115,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from replay.full import list_orphans as operation
         return operation(args, environment(args))
-    except (SettingsError, UsageError, ClusterError) as exc:
+    except (SettingsError, ClusterError) as exc:
         print(f"python -m replay: error: {exc}", file=sys.stderr)
         return 2
     except IndexerError as exc:
