@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verify:
             from replay.verify import run as operation
         elif args.redrive:
-            from replay.redrive import run as operation
+            from replay.redrive.command import run as operation
         else:
             from replay.full import list_orphans as operation
         return operation(args, environment(args))

@@ -184,7 +184,7 @@ class Demo:
     def upload(self, key: str, size: int, content_type: str, metadata: dict[str, str] | None = None) -> None:
         import boto3
 
-        from indexer import s3assets
+        from indexer.sampleapp import s3assets
 
         s3 = boto3.client("s3")
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"\0" * size, ContentType=content_type, Metadata=metadata or {})
@@ -195,7 +195,7 @@ class Demo:
     def remove(self, key: str) -> None:
         import boto3
 
-        from indexer import s3assets
+        from indexer.sampleapp import s3assets
 
         boto3.client("s3").delete_object(Bucket=BUCKET, Key=key)
         s3assets.deleted(s3assets.object_event("ObjectRemoved:Delete", BUCKET, key, sequencer=self.next_sequencer()), None)

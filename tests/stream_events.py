@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-SHARED_EVENTS = Path(__file__).resolve().parents[2] / "shared" / "events"
+SAMPLE_EVENTS = Path(__file__).resolve().parent / "data"
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/Things/stream/2026-11-27T00:00:00.000"
 SEQUENCE_BASE = 4421584500000000017450439000  # 28 digits, like AWS's sample
 
 
-def shared_event(name: str) -> dict[str, Any]:
-    return json.loads((SHARED_EVENTS / name).read_text(encoding="utf-8"))
+def sample_event(name: str) -> dict[str, Any]:
+    """One of the real stream events in tests/data (see its README)."""
+    return json.loads((SAMPLE_EVENTS / name).read_text(encoding="utf-8"))
 
 
 def record(

@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 
 from indexer import handler as lambda_handler
-from indexer.streams import lambda_record
+from indexer.localsync.streams import lambda_record
 
 
 def create_table(name: str, sort_key: str | None = "sk", stream: bool = True) -> dict[str, Any]:

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_events import shared_event
+from stream_events import sample_event
 from indexer import convert
 from indexer.convert import ConversionError
 from indexer.encode import dumps
 
 
 def all_types_image() -> dict:
-    return shared_event("lambda_event_moto.json")["Records"][0]["dynamodb"]["NewImage"]
+    return sample_event("lambda_event_moto.json")["Records"][0]["dynamodb"]["NewImage"]
 
 
 def test_every_dynamodb_type_converts_as_the_contract_says():

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from bench.common import image as realistic_image  # the benchmark's images
 from bench.common import to_boto3_shape
-from stream_events import shared_event
+from stream_events import sample_event
 from indexer import convert
 from indexer.convert import ConversionError
 from indexer.encode import dumps
@@ -92,13 +92,13 @@ def careful(image: dict[str, Any]) -> dict[str, Any]:
 
 def moto_images() -> list[dict[str, Any]]:
     images = []
-    for record in shared_event("lambda_event_moto.json")["Records"]:
+    for record in sample_event("lambda_event_moto.json")["Records"]:
         stream = record["dynamodb"]
         images.extend(stream[part] for part in ("Keys", "NewImage", "OldImage") if part in stream)
     return images
 
 
-# --- the benchmark's images and the shared sample ----------------------------------------
+# --- the benchmark's images and the moto sample ----------------------------------------
 
 
 def test_the_realistic_images_hold_every_dynamodb_type():

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from indexer.esm import (
+from indexer.localsync.esm import (
     MAX_PAYLOAD_BYTES, RECORD_AGE_EXCEEDED, RETRIES_EXHAUSTED, Delivery, MappingConfig, StreamRecord, Verdict,
     event_text, failure_message, function_error, take_batch, verdict_of,
 )
-from indexer.shards import Shard, ready_shards, shard_of
+from indexer.localsync.shards import Shard, ready_shards, shard_of
 
 T0 = datetime(2026, 11, 27, 0, 38, 4, tzinfo=timezone.utc)
 

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from conftest import LambdaContext
-from stream_events import SEQUENCE_BASE, put, record, remove, shared_event
+from stream_events import SEQUENCE_BASE, put, record, remove, sample_event
 from indexer import handler as lambda_handler
 
 pytestmark = pytest.mark.es
@@ -32,7 +32,7 @@ MIXED_LISTS_MAPPING = json.dumps(
 
 def test_every_event_and_attribute_type_from_moto_lands_as_the_contract_says(sync):
     sync.configure(INDEX_MAPPING=MIXED_LISTS_MAPPING)
-    response = sync.invoke(shared_event("lambda_event_moto.json"))
+    response = sync.invoke(sample_event("lambda_event_moto.json"))
     assert response == {"batchItemFailures": []}
     docs = sync.docs()
     assert set(docs) == {"all-types|1", "user/123\\#profile|0", "to-update|-5"}  # to-delete is gone
@@ -50,7 +50,7 @@ def test_every_event_and_attribute_type_from_moto_lands_as_the_contract_says(syn
 
 
 def test_the_aws_sample_with_a_ttl_delete_leaves_nothing_behind(sync):
-    response = sync.invoke(shared_event("lambda_event_aws_sample.json"))
+    response = sync.invoke(sample_event("lambda_event_aws_sample.json"))
     assert response == {"batchItemFailures": []}
     assert sync.docs() == {}
     assert sync.raw("101")["_ddb"]["deleted"] is True  # the tombstone remembers the delete
@@ -131,7 +131,7 @@ def test_a_mapping_conflict_dead_letters_that_record_and_indexes_the_rest(sync):
 
 
 def test_a_list_mixing_types_is_dead_lettered_under_the_default_mapping(sync):
-    response = sync.invoke(shared_event("lambda_event_moto.json"))
+    response = sync.invoke(sample_event("lambda_event_moto.json"))
     assert response == {"batchItemFailures": []}
     (letter,) = sync.dead_letters()
     assert letter["doc_id"] == "all-types|1"

@@ -37,8 +37,8 @@ BUILD = INFRA / ".serverless"
 STAGE = "test"
 HANDLERS = {
     "IndexerLambdaFunction": "indexer.handler.handler",
-    "AssetCreatedLambdaFunction": "indexer.s3assets.created",
-    "AssetDeletedLambdaFunction": "indexer.s3assets.deleted",
+    "AssetCreatedLambdaFunction": "indexer.sampleapp.s3assets.created",
+    "AssetDeletedLambdaFunction": "indexer.sampleapp.s3assets.deleted",
 }
 ROLES = {"IndexerLambdaFunction": "IndexerRole", "AssetCreatedLambdaFunction": "AssetCreatedRole",
          "AssetDeletedLambdaFunction": "AssetDeletedRole"}
@@ -313,12 +313,18 @@ def test_arn_parameters_take_one_domain_or_collection_and_no_wildcard(packaged: 
         assert not collection.fullmatch(wrong), wrong
 
 
-def test_function_package_holds_exactly_the_indexer_package(packaged: Packaged) -> None:
-    code = {p.relative_to(ROOT).as_posix(): p.read_bytes() for p in (ROOT / "indexer").glob("*.py")}
+def test_function_package_holds_the_lambda_core_and_the_sample_app_only(packaged: Packaged) -> None:
+    """The zip ships what the deployed functions run: the core and the S3 sample handlers, not
+    local sync (an emulator of the event source mapping, which imports fcntl) nor its CLI."""
+    core = [p for p in (ROOT / "indexer").glob("*.py") if p.name != "__main__.py"]
+    sample = list((ROOT / "indexer" / "sampleapp").glob("*.py"))
+    code = {p.relative_to(ROOT).as_posix(): p.read_bytes() for p in core + sample}
     with _zip("dynamodb-es-indexer.zip") as shipped:
         assert sorted(shipped.namelist()) == sorted(code)
         for name, text in code.items():
             assert shipped.read(name) == text, name
+        assert not [n for n in shipped.namelist() if "localsync" in n]
+        assert not [n for n in shipped.namelist() if b"fcntl" in shipped.read(n)]
 
 
 def test_layer_holds_the_dependencies_for_the_lambda_platform(packaged: Packaged) -> None:
@@ -374,7 +380,8 @@ def test_shipped_zips_run_both_handlers_on_python_312(packaged: Packaged, tmp_pa
         "import json, sys\n"
         f"sys.path[:0] = [{str(tmp_path / 'task')!r}, {str(tmp_path / 'opt' / 'python')!r}]\n"
         "import orjson, elasticsearch, structlog, tenacity\n"
-        "from indexer import handler, s3assets\n"
+        "from indexer import handler\n"
+        "from indexer.sampleapp import s3assets\n"
         "print(json.dumps({'indexer': handler.handler({'Records': []}, None),\n"
         "                  'created': s3assets.created({'Records': []}),\n"
         "                  'orjson': orjson.__file__}))\n"
@@ -501,12 +508,13 @@ def _names_in_source(path: Path) -> set[str]:
 
 def test_every_variable_the_code_reads_is_set_for_its_function(config: tuple[Config, Packaged],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from indexer import handler, s3assets
+    from indexer import handler
+    from indexer.sampleapp import s3assets
 
     expected, packaged = config
     for function, modules in (("IndexerLambdaFunction", ["settings.py", "handler.py"]),
-                              ("AssetCreatedLambdaFunction", ["s3assets.py"]),
-                              ("AssetDeletedLambdaFunction", ["s3assets.py"])):
+                              ("AssetCreatedLambdaFunction", ["sampleapp/s3assets.py"]),
+                              ("AssetDeletedLambdaFunction", ["sampleapp/s3assets.py"])):
         deployed = {name: _concrete(value) for name, value in packaged.env(function).items()}
         recorder = RecordingEnv({**LAMBDA_RUNTIME_ENV, **deployed})
         monkeypatch.setattr(os, "environ", recorder)
@@ -582,12 +590,12 @@ def test_stream_mapping_is_what_the_handler_is_built_for(packaged: Packaged) -> 
 def test_table_streams_both_images(packaged: Packaged) -> None:
     table = packaged.template["Resources"]["AssetsTable"]["Properties"]
     assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
-    # indexer.s3assets keys items by the object key, attribute "key".
+    # indexer.sampleapp.s3assets keys items by the object key, attribute "key".
     assert table["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]
 
 
 def test_dead_letter_queues_keep_14_days_and_raise_alarms(packaged: Packaged) -> None:
-    from replay.messages import parking_url
+    from replay.redrive.messages import parking_url
 
     resources = packaged.template["Resources"]
     queues = packaged.resources("AWS::SQS::Queue")
@@ -765,7 +773,7 @@ def _request_methods(path: Path) -> set[str]:
 def test_store_sends_only_these_methods() -> None:
     """Every request to the cluster goes through ``SearchStore._request`` (no other module calls
     the client's transport), so its methods are all replay, verify and redrive can send."""
-    sources = [*sorted((ROOT / "indexer").glob("*.py")), *sorted((ROOT / "replay").glob("*.py"))]
+    sources = [*sorted((ROOT / "indexer").rglob("*.py")), *sorted((ROOT / "replay").rglob("*.py"))]
     assert set().union(*map(_request_methods, sources)) == STORE_METHODS
     bypassing = [p.name for p in sources if "perform_request" in p.read_text() and p.name not in ("search.py", "backends.py")]
     assert bypassing == []
@@ -822,7 +830,7 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
     leaves {{resolve:...}} unresolved, and attaches no layers."""
     import boto3
 
-    from indexer import s3assets
+    from indexer.sampleapp import s3assets
 
     expected, packaged = config
     stack = f"dynamodb-es-indexer-{STAGE}"

@@ -25,12 +25,13 @@ import boto3
 import pytest
 from flaky_handler import Call, Flaky
 
-from indexer import localsync, s3assets
+from indexer.localsync import sync as localsync
+from indexer.sampleapp import s3assets
 from indexer.__main__ import main
-from indexer.checkpoints import LATEST, Checkpoints
-from indexer.esm import MappingConfig
+from indexer.localsync.checkpoints import LATEST, Checkpoints
+from indexer.localsync.esm import MappingConfig
 from indexer.records import RESERVED_FIELD
-from indexer.streamreader import aws_client, open_stream
+from indexer.localsync.streamreader import aws_client, open_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 

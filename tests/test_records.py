@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from stream_events import SEQUENCE_BASE, put, record, remove, shared_event
+from stream_events import SEQUENCE_BASE, put, record, remove, sample_event
 from indexer.errors import RecordError
 from indexer.records import collapse, change_of, padded_sequence, records_of, table_of
 
@@ -34,7 +34,7 @@ def test_remove_becomes_a_tombstone():
 
 
 def test_ttl_delete_from_the_aws_sample_is_a_delete():
-    records = records_of(shared_event("lambda_event_aws_sample.json"))
+    records = records_of(sample_event("lambda_event_aws_sample.json"))
     ttl = [r for r in records if "userIdentity" in r]
     assert ttl, "the sample carries a TTL delete"
     change = change_of(ttl[0], 0)

@@ -27,11 +27,11 @@ from indexer.ids import document_id
 from indexer.layout import ALIAS_FILTER, index_body
 from indexer.records import RESERVED_FIELD
 from indexer.settings import Settings
-from indexer.streams import lambda_record
+from indexer.localsync.streams import lambda_record
 from replay import cli
-from replay import redrive_engine
-from replay.readback import Readback
-from replay.sqs import Queue
+from replay.redrive import engine as redrive_engine
+from replay.redrive.readback import Readback
+from replay.redrive.sqs import Queue
 
 pytestmark = pytest.mark.es
 #: Elasticsearch ≥ 8.8 and OpenSearch name the same refusal differently.

@@ -15,11 +15,11 @@ from indexer import deadletter
 from indexer.actions import Current
 from indexer.errors import RecordError
 from indexer.records import change_of
-from replay import messages
-from replay.messages import DeadLetter, StreamRange, Unreadable
-from replay.readback import RangeGone, Readback, ReadbackFailed
-from replay.redrive_apply import APPLIED, DEAD, STALE, SUPERSEDED, Unit, preview_units
-from replay.redrive_report import Outcome, Report, Summary, text
+from replay.redrive import messages
+from replay.redrive.messages import DeadLetter, StreamRange, Unreadable
+from replay.redrive.readback import RangeGone, Readback, ReadbackFailed
+from replay.redrive.apply import APPLIED, DEAD, STALE, SUPERSEDED, Unit, preview_units
+from replay.redrive.report import Outcome, Report, Summary, text
 
 NOW = datetime(2026, 11, 27, 0, 38, 6, 21000, tzinfo=timezone.utc)
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/mytable/stream/2026-11-27T00:04:06.388"

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import boto3
 import pytest
 
-from indexer import s3assets
+from indexer.sampleapp import s3assets
 from indexer.errors import SettingsError
 
 BUCKET, TABLE = "images-in", "Assets"

@@ -2,7 +2,7 @@
 
 Reads the table's stream through the Streams API and calls the same handler Lambda calls, with
 the same event shape, batching, partial-batch handling, bisect, retry and record-age limits and
-on-failure messages (the rules live in :mod:`indexer.esm`). One shard at a time, in sequence
+on-failure messages (the rules live in :mod:`indexer.localsync.esm`). One shard at a time, in sequence
 order, parents before children; a checkpoint per shard in a state file after every batch.
 """
 
@@ -20,7 +20,7 @@ import structlog
 
 from .checkpoints import TRIM_HORIZON, Checkpoints, ShardState
 from .delivery import Deliverer, Totals, backoff
-from .errors import IndexerError, SettingsError
+from ..errors import IndexerError, SettingsError
 from .esm import MappingConfig, StreamRecord, take_batch
 from .lambdalike import Handler, OnFailureQueue, check_indexer_settings, load_handler
 from .shards import Shard, ready_shards
@@ -29,7 +29,7 @@ from .streamreader import (
     open_stream, region_of,
 )
 
-log = structlog.get_logger("indexer.localsync")
+log = structlog.get_logger("indexer.localsync.sync")
 
 DEFAULT_HANDLER = "indexer.handler:handler"
 DEFAULT_STATE = Path(".state/local-sync.json")

@@ -1,7 +1,7 @@
 """Lambda's event source mapping for DynamoDB Streams, as pure decisions: no clients, no clock.
 
 What a batch is, how a function's answer is judged, what is retried, split or discarded, and the
-message an on-failure destination receives. ``indexer.localsync`` drives these against a real
+message an on-failure destination receives. ``indexer.localsync.sync`` drives these against a real
 stream; the tests check every rule here without I/O. The rules follow AWS's documentation:
 https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-params.html,
 https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-batchfailurereporting.html.

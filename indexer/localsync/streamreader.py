@@ -15,12 +15,12 @@ from typing import Any, Iterator, Protocol
 import structlog
 
 from .checkpoints import TRIM_HORIZON
-from .errors import IndexerError, SettingsError
+from ..errors import IndexerError, SettingsError
 from .esm import StreamRecord
 from .shards import Shard, shard_of
 from .streams import lambda_record
 
-log = structlog.get_logger("indexer.streamreader")
+log = structlog.get_logger("indexer.localsync.streamreader")
 
 #: GetRecords returns at most this many records per call.
 MAX_READ = 1000

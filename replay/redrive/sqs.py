@@ -15,7 +15,7 @@ import structlog
 from indexer.deadletter import SqsDeadLetters
 from indexer.errors import IndexerError, SettingsError
 
-log = structlog.get_logger("replay.sqs")
+log = structlog.get_logger("replay.redrive.sqs")
 
 _BATCH = 10
 _MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})

@@ -1,6 +1,6 @@
 """One batch delivered to the function as Lambda's event source mapping would: invoke, judge,
 retry, bisect, discard to the on-failure destination, checkpoint. The decisions are
-:mod:`indexer.esm`'s; this module makes the calls and keeps the counts.
+:mod:`indexer.localsync.esm`'s; this module makes the calls and keeps the counts.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .esm import (
 from .lambdalike import Handler, InvocationContext, OnFailureQueue
 from .streamreader import TransientError
 
-log = structlog.get_logger("indexer.delivery")
+log = structlog.get_logger("indexer.localsync.delivery")
 
 #: Longest wait between retries of a failing batch or an unreadable stream.
 MAX_BACKOFF_SECONDS = 10.0

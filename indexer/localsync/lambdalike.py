@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from .errors import SettingsError
+from ..errors import SettingsError
 from .streamreader import TransientError
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -49,9 +49,9 @@ def load_handler(path: str) -> Handler:
 def check_indexer_settings() -> None:
     """Fail fast on what would make every invocation of the project's handler fail: a missing
     setting, or a search cluster that does not answer (asked through the handler's own adapters)."""
-    from .errors import ClusterError, RetryableError
-    from .handler import build_pipeline
-    from .settings import Settings
+    from ..errors import ClusterError, RetryableError
+    from ..handler import build_pipeline
+    from ..settings import Settings
 
     settings = Settings.from_env(require=("DLQ_URL",))
     try:

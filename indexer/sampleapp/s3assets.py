@@ -20,11 +20,11 @@ from urllib.parse import quote_plus, unquote_plus
 
 import structlog
 
-from . import logs
-from .errors import SettingsError
-from .settings import LOG_LEVELS
+from .. import logs
+from ..errors import SettingsError
+from ..settings import LOG_LEVELS
 
-log = structlog.get_logger("indexer.s3assets")
+log = structlog.get_logger("indexer.sampleapp.s3assets")
 
 #: Width the ``sequencer`` hex string is left-padded to before comparing.
 SEQUENCER_WIDTH = 32

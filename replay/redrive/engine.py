@@ -26,11 +26,11 @@ from indexer.search import Store
 from . import messages
 from .messages import DeadLetter, StreamRange, Unreadable
 from .readback import RangeGone, Readback, ReadbackFailed, TableMissing, table_for
-from .redrive_apply import APPLIED, DEAD, UNRESOLVED, Unit, apply_units, preview_units, records_detail
-from .redrive_report import Outcome, Report, Summary, line, tally
+from .apply import APPLIED, DEAD, UNRESOLVED, Unit, apply_units, preview_units, records_detail
+from .report import Outcome, Report, Summary, line, tally
 from .sqs import Queue, Received
 
-log = structlog.get_logger("replay.redrive")
+log = structlog.get_logger("replay.redrive.command")
 
 #: Long-poll wait of each receive: it returns at once when messages are there; an empty answer
 #: after waiting this long (every SQS server asked) ends the run.

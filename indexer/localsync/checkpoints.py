@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 FORMAT_VERSION = 1
 TRIM_HORIZON, LATEST = "TRIM_HORIZON", "LATEST"

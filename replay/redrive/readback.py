@@ -2,7 +2,7 @@
 
 Lambda's on-failure messages carry no records, only where they were in the stream, and the
 handler drops a record's images when they do not fit SQS; both are completed here. Records
-come back in the shape Lambda delivers (``indexer.streams.lambda_record``), so they take the
+come back in the shape Lambda delivers (``indexer.localsync.streams.lambda_record``), so they take the
 handler's one path from there on.
 """
 
@@ -12,7 +12,7 @@ import base64
 from typing import Any, Callable
 
 from indexer.records import table_of
-from indexer.streams import lambda_record
+from indexer.localsync.streams import lambda_record
 
 #: Errors that mean the range cannot be read any more: trimmed past the stream's 24-hour
 #: retention, or the shard, stream or table no longer exists. ``ValidationException`` is what

@@ -23,11 +23,11 @@ from indexer.settings import Settings
 
 from . import messages
 from .readback import Readback
-from .redrive_engine import Redrive
-from .redrive_report import text
+from .engine import Redrive
+from .report import text
 from .sqs import Queue
 
-log = structlog.get_logger("replay.redrive")
+log = structlog.get_logger("replay.redrive.command")
 
 
 def parking_queue(args: argparse.Namespace, env: Mapping[str, str], dlq_url: str) -> tuple[Queue | None, str]:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if waiting is None:
         raise SettingsError(f"DLQ_URL (--queue-url) names no queue: {settings.dlq_url}")
     parking, default_parking = parking_queue(args, env, settings.dlq_url)
-    from .wiring import check_cluster
+    from ..wiring import check_cluster
 
     pipeline = build_pipeline(settings)
     check_cluster(pipeline.store, settings.elasticsearch_url)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         out=sys.stdout,
     )
     max_messages = getattr(args, "max_messages", None)
-    from .progress import Progress
+    from ..progress import Progress
 
     total = min(waiting, max_messages) if max_messages else waiting
     progress = Progress("redrive", total or None, unit="messages", enabled=not getattr(args, "no_progress", False))

@@ -1,0 +1,175 @@
+"""``python -m indexer sync``: local sync, Lambda's event source mapping run on one machine.
+
+A thin shell: parse flags, install signal handlers, call :func:`indexer.localsync.sync.run`, map the
+outcome to an exit code (0 stopped cleanly, 1 failed while running, 2 bad flags or settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import logs
+from . import esm
+from .checkpoints import LATEST, TRIM_HORIZON
+from ..errors import IndexerError, SettingsError
+from ..settings import LOG_LEVELS
+
+PROG = "python -m indexer"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind: type, low: float | None = None) -> object:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Local tools of the DynamoDB Streams -> Elasticsearch indexer.",
+        epilog="Run '%(prog)s sync --help' for the flags of local sync.",
+    )
+    commands = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sync = commands.add_parser(
+        "sync",
+        help="read a table's DynamoDB stream and feed the handler, as Lambda's event source mapping does",
+        description=(
+            "Read a table's DynamoDB stream through the Streams API (on whatever endpoint boto3 is "
+            "pointed at: AWS_ENDPOINT_URL for moto server or DynamoDB Local) and call the handler with "
+            "Lambda-shaped events, with the event source mapping's batching, partial batch responses, "
+            "bisect, retry and record-age limits and on-failure messages. Checkpoints per shard in "
+            "--state, so a restart resumes after the last processed record. Runs until SIGINT/SIGTERM "
+            "(finishing the current invocation) unless --once or --stop-after. The project's handler "
+            "reads its settings from the environment (ELASTICSEARCH_URL, DLQ_URL, INDEX_NAME, ...)."
+        ),
+        epilog="Exit status: 0 stopped cleanly, 1 failed while running, 2 bad flags or settings.",
+    )
+    where = sync.add_argument_group("what to read and call")
+    where.add_argument("--table", help="DynamoDB table whose stream is read (default: TABLE_NAME)")
+    where.add_argument("--handler", default="indexer.handler:handler", metavar="MODULE:FUNCTION",
+                       help="function to invoke (default: %(default)s)")
+    where.add_argument("--state", type=Path, default=Path(".state/local-sync.json"), metavar="FILE",
+                       help="checkpoint file, written atomically after every batch (default: %(default)s)")
+    where.add_argument("--starting-position", choices=(TRIM_HORIZON, LATEST), default=TRIM_HORIZON,
+                       help="where shards without a checkpoint start on the first run (default: %(default)s)")
+
+    mapping = sync.add_argument_group("event source mapping settings (Lambda's defaults)")
+    mapping.add_argument("--batch-size", type=_number(int, 1), default=esm.BATCH_SIZE,
+                         help=f"BatchSize: most records per invocation, up to {esm.MAX_BATCH_SIZE} (default: %(default)s)")
+    mapping.add_argument("--maximum-batching-window", type=_number(float, 0), default=0.0, metavar="SECONDS",
+                         help="MaximumBatchingWindowInSeconds: wait up to this long to fill a batch (default: %(default)g)")
+    mapping.add_argument("--report-batch-item-failures", action=argparse.BooleanOptionalAction, default=True,
+                         help="FunctionResponseTypes=[ReportBatchItemFailures]: resume from the lowest failed "
+                              "record the function reports (default: on, the indexer's handler reports them)")
+    mapping.add_argument("--bisect-batch-on-function-error", action=argparse.BooleanOptionalAction, default=False,
+                         help="BisectBatchOnFunctionError: split a failing batch in two before retrying (default: off)")
+    mapping.add_argument("--maximum-retry-attempts", type=_number(int, -1), default=-1, metavar="N",
+                         help="MaximumRetryAttempts: retries before a batch is discarded, -1 infinite (default: %(default)s)")
+    mapping.add_argument("--maximum-record-age", type=_number(int, -1), default=-1, metavar="SECONDS",
+                         help="MaximumRecordAgeInSeconds: discard older records, -1 infinite (default: %(default)s)")
+    mapping.add_argument("--on-failure", metavar="QUEUE_URL",
+                         help="DestinationConfig.OnFailure: SQS queue that gets the metadata of discarded batches "
+                              "(default: none, discarded batches are only logged)")
+    mapping.add_argument("--function-name", default="local-sync",
+                         help="function name in the context and in on-failure messages (default: %(default)s)")
+    mapping.add_argument("--function-timeout", type=_number(float, 1), default=60.0, metavar="SECONDS",
+                         help="the time the handler is told it has per invocation (default: %(default)g)")
+
+    running = sync.add_argument_group("running")
+    running.add_argument("--poll-interval", type=_number(float, 0.01), default=0.25, metavar="SECONDS",
+                         help="wait between reads of an idle stream; Lambda polls 4 times a second (default: %(default)g)")
+    running.add_argument("--once", action="store_true", help="deliver what the stream holds now, then exit")
+    running.add_argument("--stop-after", type=_number(float, 0), metavar="SECONDS",
+                         help="stop after this long (finishing the current batch)")
+    running.add_argument("--no-progress", action="store_true", help="no progress counter, even on a terminal")
+    return p
+
+
+def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    """First SIGINT/SIGTERM: finish the current invocation, save the checkpoint, exit. Second:
+    now. Returns the handlers it replaced."""
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    return {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command != "sync":
+        print(f"{PROG}: error: a command is required: sync (see {PROG} --help)", file=sys.stderr)
+        return 2
+    from . import sync as localsync
+
+    level = (os.environ.get("LOG_LEVEL") or "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        print(f"{PROG} sync: error: LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}", file=sys.stderr)
+        return 2
+    logs.configure(level)
+    table = args.table or (os.environ.get("TABLE_NAME") or "").strip()
+    if not table:
+        print(f"{PROG} sync: error: TABLE_NAME is required: set it or pass --table", file=sys.stderr)
+        return 2
+    options = localsync.SyncOptions(
+        table=table,
+        handler=args.handler,
+        state=args.state,
+        starting_position=args.starting_position,
+        mapping=esm.MappingConfig(
+            batch_size=args.batch_size,
+            maximum_batching_window=args.maximum_batching_window,
+            report_batch_item_failures=args.report_batch_item_failures,
+            bisect_batch_on_function_error=args.bisect_batch_on_function_error,
+            maximum_retry_attempts=args.maximum_retry_attempts,
+            maximum_record_age=args.maximum_record_age,
+        ),
+        on_failure=args.on_failure,
+        function_name=args.function_name,
+        function_timeout=args.function_timeout,
+        poll_interval=args.poll_interval,
+        once=args.once,
+        stop_after=args.stop_after,
+        progress=not args.no_progress,
+    )
+    stop = threading.Event()
+    previous = _stop_on_signals(stop)
+    try:
+        localsync.run(options, stop)
+    except SettingsError as exc:
+        print(f"{PROG} sync: error: {exc}", file=sys.stderr)
+        return 2
+    except IndexerError as exc:
+        print(f"{PROG} sync: failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG} sync: interrupted; the checkpoint is at the last fully processed record", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
