@@ -23,10 +23,11 @@ from tenacity import (
 )
 
 from .actions import Outcome, Write, bulk_body, is_stale, item_results
-from .errors import ClusterError, RecordError, RetryableError
+from .errors import ClusterError, MissingIndex, RecordError, RetryableError
 from .layout import FixedTargets, Targets
 from .records import SNAPSHOT_SEQUENCE, Change
-from .search import MissingIndex, Store
+from .search import Store
+from .settings import DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_MAX_ATTEMPTS, Settings
 
 log = structlog.get_logger("indexer.apply")
 
@@ -53,11 +54,16 @@ class Deadline:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 10
+    max_attempts: int = DEFAULT_RETRY_MAX_ATTEMPTS
     initial_wait: float = 0.2
     max_wait: float = 5.0
     jitter: float = 0.5
-    request_timeout: float = 30.0
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+
+    @classmethod
+    def of(cls, settings: Settings) -> "RetryPolicy":
+        """The policy ``RETRY_MAX_ATTEMPTS`` and ``ELASTICSEARCH_TIMEOUT`` ask for."""
+        return cls(max_attempts=settings.retry_max_attempts, request_timeout=settings.request_timeout)
 
 
 @dataclass

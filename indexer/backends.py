@@ -13,8 +13,8 @@ import json
 from decimal import Decimal
 from typing import Any, Mapping
 
-from .errors import ClusterError, RetryableError
-from .search import SearchStore, Transport, failure
+from .errors import ClusterError, RetryableError, SettingsError
+from .search import SearchStore, Store, Transport, failure
 from .settings import Settings
 
 _JSON = "application/json"
@@ -104,10 +104,11 @@ def opensearch_client(settings: Settings, exact_numbers: bool = False) -> Any:
 
 def sigv4_auth(settings: Settings) -> Any:
     """Signs each request with the current credentials of boto3's chain (the Lambda role)."""
-    import boto3
     from opensearchpy import Urllib3AWSV4SignerAuth
 
-    credentials = boto3.Session().get_credentials()
+    from . import aws
+
+    credentials = aws.credentials()
     if credentials is None:
         raise ClusterError("SEARCH_AUTH=sigv4 but no AWS credentials were found (role, env or profile)")
     return Urllib3AWSV4SignerAuth(credentials, settings.aws_region, settings.sigv4_service)
@@ -134,3 +135,14 @@ class OpenSearchTransport:
         except TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else 0
             raise failure(status, exc.info, what) from exc
+
+
+def check_cluster(store: Store, url: str) -> None:
+    """Fail fast, in one line, when the cluster cannot be reached or refuses us (CLIs, local
+    sync: before any work starts)."""
+    try:
+        store.health(10)
+    except RetryableError as exc:
+        raise SettingsError(f"cannot reach the search cluster at {url} (ELASTICSEARCH_URL): {exc}") from None
+    except ClusterError as exc:
+        raise SettingsError(f"the search cluster at {url} refused us: {exc}") from None

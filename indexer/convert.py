@@ -23,7 +23,7 @@ from binascii import a2b_base64, b2a_base64
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-from .errors import RecordError
+from .errors import ConversionError
 
 LONG_MIN = -(2**63)
 LONG_MAX = 2**63 - 1
@@ -32,14 +32,6 @@ JsonValue = Any  # str | int | float | Decimal | bool | None | list | dict
 
 _PLAIN_INT = re.compile(r"-?[0-9]{1,18}")
 _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-
-
-class ConversionError(RecordError):
-    """An AttributeValue that is not valid DynamoDB JSON; `path` says where it is."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__("unconvertible_value", f"attribute {path}: {reason}")
-        self.path = path
 
 
 def number(text: Any, path: str = "N") -> int | float | Decimal:

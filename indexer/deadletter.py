@@ -1,6 +1,6 @@
 """Dead-letter messages: everything needed to retry a record without the stream, sent to SQS.
 
-boto3 is imported only here and only when a message is sent: most invocations never need it,
+boto3 is imported (through ``indexer.aws``) only when a message is sent: most invocations never need it,
 and its import costs a quarter of a second of cold start.
 """
 
@@ -130,13 +130,11 @@ class SqsDeadLetters:
 
 
 def _default_client() -> Any:
-    import boto3
-    from botocore.config import Config
+    # Inside a Lambda invocation: a short read timeout and few attempts, so an unreachable
+    # queue leaves time to report the records as failed (Lambda then retries them).
+    from . import aws
 
-    return boto3.client(
-        "sqs",
-        config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}),
-    )
+    return aws.client("sqs", read_timeout=10, max_attempts=3)
 
 
 def now() -> datetime:

@@ -22,8 +22,7 @@ log = structlog.get_logger("indexer.handler")
 #: Time kept back from Lambda's deadline to send dead letters and return the response.
 RESERVE_SECONDS = 3.0
 
-_pipeline: Pipeline | None = None
-_settings: Settings | None = None
+_container: tuple[Pipeline, Settings] | None = None
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -32,34 +31,39 @@ def build_pipeline(settings: Settings) -> Pipeline:
     from .deadletter import SqsDeadLetters
     from .layout import Targets
 
+    dlq_url = settings.required("dlq_url")
     store = store_for(settings)
-    assert settings.dlq_url is not None
     return Pipeline(
         store=store,
         targets=Targets(store, mapping=settings.index_mapping, ttl=settings.targets_ttl),
-        dead_letters=SqsDeadLetters(settings.dlq_url),
+        dead_letters=SqsDeadLetters(dlq_url),
         default_alias=settings.index_name,
-        policy=RetryPolicy(max_attempts=settings.retry_max_attempts, request_timeout=settings.request_timeout),
+        policy=RetryPolicy.of(settings),
     )
 
 
+def container() -> tuple[Pipeline, Settings]:
+    """The container's pipeline and the settings it was built from, built on first use from
+    the environment and reused while the container is warm."""
+    global _container
+    if _container is None:
+        settings = Settings.from_env(require=("DLQ_URL",))
+        logs.configure(settings.log_level)
+        _container = (build_pipeline(settings), settings)
+        if not settings.verify_certs:
+            log.warning("tls_verification_disabled", elasticsearch_url=settings.elasticsearch_url)
+    return _container
+
+
 def pipeline() -> Pipeline:
-    """The container's pipeline, built on first use from the environment."""
-    global _pipeline, _settings
-    if _pipeline is None:
-        _settings = Settings.from_env(require=("DLQ_URL",))
-        logs.configure(_settings.log_level)
-        _pipeline = build_pipeline(_settings)
-        if not _settings.verify_certs:
-            log.warning("tls_verification_disabled", elasticsearch_url=_settings.elasticsearch_url)
-    return _pipeline
+    """The container's pipeline (see :func:`container`)."""
+    return container()[0]
 
 
 def reset() -> None:
     """Forget the built clients (tests; a changed environment)."""
-    global _pipeline, _settings
-    _pipeline = None
-    _settings = None
+    global _container
+    _container = None
 
 
 def deadline_of(context: Any, fallback: float) -> Deadline:
@@ -73,9 +77,8 @@ def deadline_of(context: Any, fallback: float) -> Deadline:
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """Apply a DynamoDB Streams batch; return Lambda's partial-batch response."""
     started = time.perf_counter()
-    current = pipeline()
-    assert _settings is not None
-    summary = current.run(event, deadline_of(context, _settings.time_budget))
+    current, settings = container()
+    summary = current.run(event, deadline_of(context, settings.time_budget))
     fields: dict[str, Any] = dict(summary.counts())
     fields["ms"] = round((time.perf_counter() - started) * 1000, 1)
     if summary.error:

@@ -13,7 +13,8 @@ import hashlib
 from decimal import Context, Decimal
 from typing import Any, Mapping
 
-from .convert import ConversionError, binary, number
+from .convert import binary, number
+from .errors import ConversionError
 
 MAX_ID_BYTES = 512
 _EXACT = Context(prec=200)

@@ -15,10 +15,11 @@ from typing import Any, Callable
 from .errors import ClusterError
 from .records import RESERVED_FIELD
 from .search import Store
+from .settings import DEFAULT_TARGETS_TTL
 
 #: How long the live path trusts its view of the targets. A rebuild must wait longer than
 #: this after announcing its index before it starts scanning.
-TARGETS_TTL_SECONDS = 15.0
+TARGETS_TTL_SECONDS = DEFAULT_TARGETS_TTL
 
 ALIAS_FILTER: dict[str, Any] = {"bool": {"must_not": [{"term": {f"{RESERVED_FIELD}.deleted": True}}]}}
 
@@ -60,6 +61,27 @@ def index_body(mapping: dict[str, Any] | None = None) -> dict[str, Any]:
     return body
 
 
+@dataclass(frozen=True)
+class AliasIndices:
+    """The physical indices behind an alias: those it serves, and those being rebuilt for it."""
+
+    serving: list[str]
+    rebuilding: list[str]
+
+    def writes(self) -> list[str]:
+        """Every index a change to the alias must be written to, serving first."""
+        return self.serving + [index for index in self.rebuilding if index not in self.serving]
+
+
+def alias_indices(store: Store, alias: str, timeout: float) -> AliasIndices:
+    """What ``alias`` and its rebuild alias point at now (one ``_alias`` lookup; creates nothing)."""
+    by_index = store.aliases([alias, rebuild_alias(alias)], timeout)
+    return AliasIndices(
+        serving=sorted(index for index, names in by_index.items() if alias in names),
+        rebuilding=sorted(index for index, names in by_index.items() if rebuild_alias(alias) in names),
+    )
+
+
 @dataclass
 class Targets:
     """Physical indices to write for each alias, looked up lazily and cached briefly."""
@@ -87,18 +109,13 @@ class Targets:
             self._cache.pop(alias, None)
 
     def _lookup(self, alias: str, timeout: float) -> list[str]:
-        names = [alias, rebuild_alias(alias)]
-        by_index = self.store.aliases(names, timeout)
-        if not any(alias in aliases for aliases in by_index.values()):
+        found = alias_indices(self.store, alias, timeout)
+        if not found.serving:
             self._bootstrap(alias, timeout)
-            by_index = self.store.aliases(names, timeout)
-        serving = sorted(index for index, aliases in by_index.items() if alias in aliases)
-        if not serving:
+            found = alias_indices(self.store, alias, timeout)
+        if not found.serving:
             raise ClusterError(f"alias {alias!r} has no index behind it after creating one")
-        rebuilding = sorted(
-            index for index, aliases in by_index.items() if rebuild_alias(alias) in aliases
-        )
-        return serving + [index for index in rebuilding if index not in serving]
+        return found.writes()
 
     def _bootstrap(self, alias: str, timeout: float) -> None:
         """First write to a fresh cluster: create the physical index with the alias on it."""

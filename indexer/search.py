@@ -14,28 +14,12 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 from urllib.parse import quote
 
 from .actions import Current, current_of
-from .errors import ClusterError, IndexerError, RetryableError
+from .errors import ClusterError, HttpError, IndexerError, MissingIndex, RetryableError
 from .records import RESERVED_FIELD
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _JSON = "application/json"
 _NDJSON = "application/x-ndjson"
-
-
-class MissingIndex(IndexerError):
-    """A target index no longer exists: targets must be looked up again before writing."""
-
-
-class HttpError(ClusterError):
-    """A non-2xx answer that is neither transient nor an authentication failure."""
-
-    def __init__(self, status: int, body: Any, what: str) -> None:
-        self.status = status
-        self.body = body
-        reason = body.get("error") if isinstance(body, dict) else body
-        if isinstance(reason, dict):
-            reason = f"{reason.get('type')}: {reason.get('reason')}"
-        super().__init__(f"{what}: the cluster answered {status} ({str(reason)[:300]})")
 
 
 def failure(status: int, body: Any, what: str) -> IndexerError:

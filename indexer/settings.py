@@ -9,7 +9,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
@@ -20,13 +20,21 @@ BACKENDS = ("elasticsearch", "opensearch")
 AUTH_MODES = ("none", "basic", "api_key", "sigv4")
 SIGV4_SERVICES = ("es", "aoss")
 _AWS_HOST = re.compile(r".*\.([a-z0-9-]+)\.(es|aoss)\.amazonaws\.com")
+#: Defaults, defined once: the dataclass, ``from_env`` and the modules that take these values
+#: without a Settings object (``indexer.apply.RetryPolicy``, ``indexer.layout.Targets``) use them.
+DEFAULT_ELASTICSEARCH_URL = "http://localhost:9200"
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_RETRY_MAX_ATTEMPTS = 10
+DEFAULT_TIME_BUDGET = 60.0
+DEFAULT_TARGETS_TTL = 15.0
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    elasticsearch_url: str = "http://localhost:9200"
+    elasticsearch_url: str = DEFAULT_ELASTICSEARCH_URL
     api_key: str | None = None
     username: str | None = None
     password: str | None = None
@@ -41,15 +49,26 @@ class Settings:
     #: The alias users search; None means "the table name of each record's stream, lower-cased".
     index_name: str | None = None
     dlq_url: str | None = None
+    #: Where redrive moves messages past --max-attempts (None: the default beside DLQ_URL).
+    parking_queue_url: str | None = None
     #: Settings and mappings for an index the indexer creates (``{"mappings": ..., "settings": ...}``).
     index_mapping: dict[str, Any] | None = None
-    log_level: str = "INFO"
-    request_timeout: float = 30.0
-    retry_max_attempts: int = 10
+    log_level: str = DEFAULT_LOG_LEVEL
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    retry_max_attempts: int = DEFAULT_RETRY_MAX_ATTEMPTS
     #: Time budget when there is no Lambda context to ask (local runs).
-    time_budget: float = 60.0
+    time_budget: float = DEFAULT_TIME_BUDGET
     #: How long the live path trusts its lookup of the indices to write; a rebuild waits longer.
-    targets_ttl: float = 15.0
+    targets_ttl: float = DEFAULT_TARGETS_TTL
+
+    def required(self, name: str) -> str:
+        """The value of the optional setting ``name`` (e.g. ``"dlq_url"``) for an entry point
+        that cannot do without it; SettingsError naming its variable when it is unset."""
+        value = getattr(self, name)
+        if value is None:
+            variable = name.upper()
+            raise SettingsError(f"{variable} is required: {_REQUIRED_HELP.get(variable, 'set it')}")
+        return str(value)
 
     def __repr__(self) -> str:  # never print secrets
         return (
@@ -62,12 +81,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, *, require: tuple[str, ...] = ()) -> "Settings":
         """Settings from ``env`` (default ``os.environ``); ``require`` names variables that this
         entry point cannot do without, e.g. ``("DLQ_URL",)`` for the handler."""
-        env = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            return value.strip() if value and value.strip() else None
-
+        get = _reader(env)
         for name in require:
             if get(name) is None:
                 raise SettingsError(f"{name} is required: {_REQUIRED_HELP.get(name, 'set it')}")
@@ -118,7 +132,7 @@ class Settings:
         if service not in SIGV4_SERVICES:
             raise SettingsError(f"SIGV4_SERVICE must be es or aoss, got {service!r}")
 
-        table = get("TABLE_NAME")
+        table = table_name(env)
         index = get("INDEX_NAME") or (table.lower() if table else None)
         if index is not None:
             problem = alias_problem(index)
@@ -126,15 +140,12 @@ class Settings:
                 source = "INDEX_NAME" if get("INDEX_NAME") else "TABLE_NAME (lower-cased, as the default INDEX_NAME)"
                 raise SettingsError(f"{source} {index!r} cannot name an Elasticsearch alias: {problem}")
 
-        dlq_url = get("DLQ_URL")
-        if dlq_url and not urlsplit(dlq_url).scheme.startswith("http"):
-            raise SettingsError(f"DLQ_URL must be an SQS queue URL (https://...), got {dlq_url!r}")
+        dlq_url = _queue_url(get, "DLQ_URL")
+        parking_queue_url = _queue_url(get, "PARKING_QUEUE_URL")
 
         mapping = _mapping(get("INDEX_MAPPING"), "INDEX_MAPPING")
 
-        level = (get("LOG_LEVEL") or "INFO").upper()
-        if level not in LOG_LEVELS:
-            raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        level = log_level(env)
 
         return cls(
             elasticsearch_url=url.rstrip("/"),
@@ -150,13 +161,46 @@ class Settings:
             table_name=table,
             index_name=index,
             dlq_url=dlq_url,
+            parking_queue_url=parking_queue_url,
             index_mapping=mapping,
             log_level=level,
-            request_timeout=_positive(get, "ELASTICSEARCH_TIMEOUT", 30.0),
-            retry_max_attempts=int(_positive(get, "RETRY_MAX_ATTEMPTS", 10)),
-            time_budget=_positive(get, "TIME_BUDGET_SECONDS", 60.0),
-            targets_ttl=_positive(get, "TARGETS_TTL_SECONDS", 15.0),
+            request_timeout=_positive(get, "ELASTICSEARCH_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
+            retry_max_attempts=int(_positive(get, "RETRY_MAX_ATTEMPTS", DEFAULT_RETRY_MAX_ATTEMPTS)),
+            time_budget=_positive(get, "TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET),
+            targets_ttl=_positive(get, "TARGETS_TTL_SECONDS", DEFAULT_TARGETS_TTL),
         )
+
+
+def _reader(env: Mapping[str, str] | None) -> Callable[[str], str | None]:
+    """``get(name)``: the variable's value stripped, None when unset or blank."""
+    source = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        value = source.get(name)
+        return value.strip() if value and value.strip() else None
+
+    return get
+
+
+def log_level(env: Mapping[str, str] | None = None) -> str:
+    """``LOG_LEVEL``, checked: for entry points that need no other setting (local sync, the
+    sample app) and for :meth:`Settings.from_env`."""
+    level = (_reader(env)("LOG_LEVEL") or DEFAULT_LOG_LEVEL).upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return level
+
+
+def table_name(env: Mapping[str, str] | None = None) -> str | None:
+    """``TABLE_NAME``, or None when it is unset."""
+    return _reader(env)("TABLE_NAME")
+
+
+def _queue_url(get: Callable[[str], str | None], name: str) -> str | None:
+    url = get(name)
+    if url and not urlsplit(url).scheme.startswith("http"):
+        raise SettingsError(f"{name} must be an SQS queue URL (https://...), got {url!r}")
+    return url
 
 
 _REQUIRED_HELP = {

@@ -33,9 +33,9 @@ from typing import Any, Mapping
 import structlog
 
 from indexer.apply import Deadline, RetryPolicy, apply
-from indexer.errors import ClusterError, IndexerError, RecordError, RetryableError, SettingsError
+from indexer.errors import ClusterError, RecordError, ReplayAborted, RetryableError, SettingsError
 from indexer.ids import document_id
-from indexer.layout import ALIAS_FILTER, FixedTargets, index_body, rebuild_alias
+from indexer.layout import ALIAS_FILTER, FixedTargets, alias_indices, index_body, rebuild_alias
 from indexer.records import SNAPSHOT_SEQUENCE, Change, upsert
 from indexer.search import Store
 from indexer.settings import mapping_body
@@ -50,10 +50,6 @@ META_KEY = "dynamodb_es_indexer"
 HEARTBEAT_SECONDS = 10.0
 #: A building index whose heartbeat is older than this belongs to a replay that died.
 ORPHAN_AFTER_SECONDS = 60.0
-
-
-class ReplayAborted(IndexerError):
-    """The rebuild could not finish (the cluster kept failing); the alias was not moved."""
 
 
 @dataclass
@@ -99,8 +95,7 @@ def _alive(meta: Mapping[str, Any], now: float) -> bool:
 def existing(w: Wiring) -> Existing:
     """What the alias points at, and which rebuilt indices are orphaned, running or kept."""
     alias = w.alias
-    by_index = w.store.aliases([alias, rebuild_alias(alias)], 30)
-    serving = sorted(index for index, names in by_index.items() if alias in names)
+    serving = alias_indices(w.store, alias, 30).serving
     concrete = not serving and w.store.is_concrete_index(alias, 30)
     indices = w.store.indices(f"{alias}-r*", 30)
     now = time.time()
@@ -195,8 +190,7 @@ class Rebuild:
         self.index = new_index_name(w.alias, datetime.now(timezone.utc))
         self.counts = Counts()
         self.stop = threading.Event()
-        self.policy = RetryPolicy(max_attempts=w.settings.retry_max_attempts,
-                                  request_timeout=w.settings.request_timeout)
+        self.policy = RetryPolicy.of(w.settings)
 
     def run(self) -> int:
         previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None

@@ -14,17 +14,14 @@ from typing import Any, Callable, Iterator
 import structlog
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from indexer.errors import SettingsError
+from indexer import aws
+from indexer.errors import SettingsError, TableNotFound
 
 log = structlog.get_logger("replay.table")
 
 THROTTLING = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )
-
-
-class TableNotFound(SettingsError):
-    """The table named by TABLE_NAME (or --table) does not exist where boto3 points."""
 
 
 @dataclass(frozen=True)
@@ -45,12 +42,7 @@ class TableInfo:
 
 def client() -> Any:
     """A DynamoDB client that backs off on throttling by itself (adaptive retry mode)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "dynamodb", config=Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=5, read_timeout=30)
-    )
+    return aws.client("dynamodb", max_attempts=10, adaptive=True)
 
 
 def describe(dynamodb: Any, name: str) -> TableInfo:

@@ -186,7 +186,7 @@ def fix(w: Wiring, drift: Drift) -> tuple[int, int]:
         else:
             changes.append(upsert(w.alias, doc_id, item, sequence, position))
     targets = Targets(w.store, mapping=w.settings.index_mapping, ttl=w.settings.targets_ttl)
-    result = apply(changes, w.store, targets, Deadline.after(300), RetryPolicy())
+    result = apply(changes, w.store, targets, Deadline.after(300), RetryPolicy.of(w.settings))
     for change, error in result.dead:
         log.warning("fix_failed", doc_id=change.doc_id, reason=error.message[:300])
     failing = len(result.dead) + len(result.unresolved)

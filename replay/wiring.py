@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from indexer import logs
-from indexer.errors import ClusterError, RetryableError, SettingsError
-from indexer.backends import store_for
+from indexer.backends import check_cluster, store_for
 from indexer.search import Store
 from indexer.settings import Settings
 
@@ -27,19 +26,9 @@ def wire(env: Mapping[str, str], exact_numbers: bool = False) -> Wiring:
     """Settings, a reachable cluster and an existing table, or one clear SettingsError."""
     settings = Settings.from_env(env, require=("TABLE_NAME",))
     logs.configure(settings.log_level, to_stderr=True)
-    assert settings.table_name is not None and settings.index_name is not None
+    table_name, alias = settings.required("table_name"), settings.required("index_name")
     store = store_for(settings, exact_numbers=exact_numbers)
     check_cluster(store, settings.elasticsearch_url)
     dynamodb = tables.client()
-    table = tables.describe(dynamodb, settings.table_name)
-    return Wiring(settings, store, dynamodb, table, settings.index_name)
-
-
-def check_cluster(store: Store, url: str) -> None:
-    """Fail fast, in one line, when the cluster cannot be reached or refuses us."""
-    try:
-        store.health(10)
-    except RetryableError as exc:
-        raise SettingsError(f"cannot reach the search cluster at {url} (ELASTICSEARCH_URL): {exc}") from None
-    except ClusterError as exc:
-        raise SettingsError(f"the search cluster at {url} refused us: {exc}") from None
+    table = tables.describe(dynamodb, table_name)
+    return Wiring(settings, store, dynamodb, table, alias)

@@ -45,6 +45,7 @@ ROLES = {"IndexerLambdaFunction": "IndexerRole", "AssetCreatedLambdaFunction": "
 #: Variables the code reads that a deployment leaves at their default, and why.
 NOT_DEPLOYED = {
     "TIME_BUDGET_SECONDS": "used only without a Lambda context (local runs)",
+    "PARKING_QUEUE_URL": "read only by python -m replay --redrive",
     "AWS_REGION": "set by the Lambda runtime (reserved: a function may not set it)",
     "AWS_DEFAULT_REGION": "set by the Lambda runtime (reserved: a function may not set it)",
 }

@@ -7,7 +7,6 @@ outcome to an exit code (0 stopped cleanly, 1 failed while running, 2 bad flags 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -18,7 +17,7 @@ from .. import logs
 from . import esm
 from .checkpoints import LATEST, TRIM_HORIZON
 from ..errors import IndexerError, SettingsError
-from ..settings import LOG_LEVELS
+from .. import settings
 
 PROG = "python -m indexer"
 
@@ -122,12 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from . import sync as localsync
 
-    level = (os.environ.get("LOG_LEVEL") or "INFO").strip().upper()
-    if level not in LOG_LEVELS:
-        print(f"{PROG} sync: error: LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}", file=sys.stderr)
+    try:
+        logs.configure(settings.log_level())
+    except SettingsError as exc:
+        print(f"{PROG} sync: error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(level)
-    table = args.table or (os.environ.get("TABLE_NAME") or "").strip()
+    table = args.table or settings.table_name()
     if not table:
         print(f"{PROG} sync: error: TABLE_NAME is required: set it or pass --table", file=sys.stderr)
         return 2

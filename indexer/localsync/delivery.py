@@ -20,7 +20,7 @@ from .esm import (
     function_error, verdict_of,
 )
 from .lambdalike import Handler, InvocationContext, OnFailureQueue
-from .streamreader import TransientError
+from ..errors import RetryableError
 
 log = structlog.get_logger("indexer.localsync.delivery")
 
@@ -115,8 +115,8 @@ class Deliverer:
             log.warning("function_error", **fields, error=verdict.reason, ms=ms)
         elif not verdict.ok:
             self.totals.partial_failures += 1
-            assert verdict.first_failed is not None
-            log.warning("partial_batch_failure", **fields, resume_at=records[verdict.first_failed].sequence, ms=ms)
+            resume_at = records[verdict.first_failed].sequence if verdict.first_failed is not None else None
+            log.warning("partial_batch_failure", **fields, resume_at=resume_at, ms=ms)
         else:
             log.info("batch_delivered", **fields, ms=ms)
         return verdict
@@ -137,7 +137,7 @@ class Deliverer:
             try:
                 self.on_failure.send(message)
                 break
-            except TransientError as exc:
+            except RetryableError as exc:
                 attempt += 1
                 log.error("on_failure_unreachable", error=str(exc), attempt=attempt)
                 if self.stop.wait(backoff(self.retry_base, attempt)):

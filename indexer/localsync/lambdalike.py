@@ -10,8 +10,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from ..errors import SettingsError
-from .streamreader import TransientError
+from ..errors import RetryableError, SettingsError
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -49,19 +48,12 @@ def load_handler(path: str) -> Handler:
 def check_indexer_settings() -> None:
     """Fail fast on what would make every invocation of the project's handler fail: a missing
     setting, or a search cluster that does not answer (asked through the handler's own adapters)."""
-    from ..errors import ClusterError, RetryableError
+    from ..backends import check_cluster
     from ..handler import build_pipeline
     from ..settings import Settings
 
     settings = Settings.from_env(require=("DLQ_URL",))
-    try:
-        build_pipeline(settings).store.health(10)
-    except RetryableError as exc:
-        raise SettingsError(
-            f"cannot reach the search cluster at {settings.elasticsearch_url} (ELASTICSEARCH_URL): {exc}"
-        ) from None
-    except ClusterError as exc:
-        raise SettingsError(f"the search cluster at {settings.elasticsearch_url} refused us: {exc}") from None
+    check_cluster(build_pipeline(settings).store, settings.elasticsearch_url)
 
 
 class OnFailureQueue:
@@ -77,4 +69,4 @@ class OnFailureQueue:
         try:
             self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(message))
         except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"on-failure queue {self.queue_url} did not take the message: {exc}") from None
+            raise RetryableError(f"on-failure queue {self.queue_url} did not take the message: {exc}") from None

@@ -3,7 +3,7 @@ reshaped as Lambda delivers them. Works on whatever endpoint boto3 is pointed at
 (``AWS_ENDPOINT_URL``: moto server, DynamoDB Local, or AWS).
 
 Errors at startup become one-line :class:`SettingsError` s naming the table or endpoint; while
-running, connection trouble is :class:`TransientError` (the caller waits and reads again).
+running, connection trouble is :class:`RetryableError` (the caller waits and reads again).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any, Iterator, Protocol
 import structlog
 
 from .checkpoints import TRIM_HORIZON
-from ..errors import IndexerError, SettingsError
+from .. import aws
+from ..errors import IndexerError, RetryableError, SettingsError, StreamGone
 from .esm import StreamRecord
 from .shards import Shard, shard_of
 from .streams import lambda_record
@@ -38,22 +39,10 @@ class StreamsApi(Protocol):
     def get_records(self, **kwargs: Any) -> dict[str, Any]: ...
 
 
-class TransientError(IndexerError):
-    """The stream could not be read this time (connection, throttling): read again later."""
-
-
-class StreamGone(IndexerError):
-    """The stream no longer exists (the table was deleted, or its stream disabled)."""
-
-
 def aws_client(service: str) -> Any:
     """A boto3 client that fails fast on an unreachable endpoint instead of retrying for minutes."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
     with aws_errors(service):
-        return boto3.client(service, config=config)
+        return aws.client(service, max_attempts=3)
 
 
 def endpoint_of(client: Any) -> str:
@@ -198,31 +187,31 @@ class ShardReader:
             code = error.get("Code")
             self.iterator = None
             if code == "ExpiredIteratorException":
-                raise TransientError(f"shard iterator of {self.shard_id} expired; renewing it") from None
+                raise RetryableError(f"shard iterator of {self.shard_id} expired; renewing it") from None
             if code == "TrimmedDataAccessException":
                 # The records after our position are gone (older than 24 h): nothing can bring
                 # them back from the stream; a full replay can.
                 log.error("records_trimmed", shard_id=self.shard_id, after=self.after,
                           advice="records were lost from the stream: run python -m replay --full")
                 self.after, self.start = None, TRIM_HORIZON
-                raise TransientError(f"records of {self.shard_id} were trimmed; restarting at TRIM_HORIZON") from None
+                raise RetryableError(f"records of {self.shard_id} were trimmed; restarting at TRIM_HORIZON") from None
             if code == "ResourceNotFoundException":
                 raise StreamGone(f"stream {self.stream_arn} no longer exists (table deleted or stream disabled)") from None
             raise IndexerError(f"reading {self.shard_id} failed: {code}: {error.get('Message')}") from None
 
 
 def _call(method: Any, **kwargs: Any) -> dict[str, Any]:
-    """One Streams call; connection trouble and throttling become :class:`TransientError`."""
+    """One Streams call; connection trouble and throttling become :class:`RetryableError`."""
     from botocore.exceptions import ClientError, HTTPClientError
     from botocore.exceptions import ConnectionError as BotoConnectionError
 
     try:
         return method(**kwargs)
     except (BotoConnectionError, HTTPClientError) as exc:
-        raise TransientError(f"cannot reach DynamoDB Streams: {exc}") from None
+        raise RetryableError(f"cannot reach DynamoDB Streams: {exc}") from None
     except ClientError as exc:
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if error.get("Code") in _TRANSIENT_CODES or status >= 500:
-            raise TransientError(f"DynamoDB Streams: {error.get('Code')}: {error.get('Message')}") from None
+            raise RetryableError(f"DynamoDB Streams: {error.get('Code')}: {error.get('Message')}") from None
         raise

@@ -20,12 +20,12 @@ import structlog
 
 from .checkpoints import TRIM_HORIZON, Checkpoints, ShardState
 from .delivery import Deliverer, Totals, backoff
-from ..errors import IndexerError, SettingsError
+from ..errors import IndexerError, RetryableError, SettingsError
 from .esm import MappingConfig, StreamRecord, take_batch
 from .lambdalike import Handler, OnFailureQueue, check_indexer_settings, load_handler
 from .shards import Shard, ready_shards
 from .streamreader import (
-    MAX_READ, ShardReader, StreamsApi, TransientError, account_of, aws_client, aws_errors, describe_shards,
+    MAX_READ, ShardReader, StreamsApi, account_of, aws_client, aws_errors, describe_shards,
     open_stream, region_of,
 )
 
@@ -117,7 +117,7 @@ class LocalSync:
                         self.refresh()
                     worked = self.pass_over_shards()
                     failed_reads = 0
-                except TransientError as exc:
+                except RetryableError as exc:
                     failed_reads += 1
                     log.warning("stream_unreadable", error=str(exc), attempt=failed_reads)
                     if self.options.once and failed_reads >= ONCE_READ_ATTEMPTS:

@@ -13,7 +13,6 @@ A late "created" for an object deleted since finds no object (HeadObject 404) an
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
@@ -22,7 +21,8 @@ import structlog
 
 from .. import logs
 from ..errors import SettingsError
-from ..settings import LOG_LEVELS
+from .. import aws
+from .. import settings
 
 log = structlog.get_logger("indexer.sampleapp.s3assets")
 
@@ -36,9 +36,7 @@ _logs_configured = False
 def _client(service: str) -> Any:
     """One boto3 client per service, built on first use and reused while the container is warm."""
     if service not in _clients:
-        import boto3
-
-        _clients[service] = boto3.client(service)
+        _clients[service] = aws.client(service)
     return _clients[service]
 
 
@@ -54,15 +52,12 @@ def _configure_logs() -> None:
     global _logs_configured
     if _logs_configured:
         return
-    level = (os.environ.get("LOG_LEVEL") or "INFO").strip().upper()
-    if level not in LOG_LEVELS:
-        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
-    logs.configure(level)
+    logs.configure(settings.log_level())
     _logs_configured = True
 
 
 def _table() -> str:
-    table = (os.environ.get("TABLE_NAME") or "").strip()
+    table = settings.table_name()
     if not table:
         raise SettingsError("TABLE_NAME is required: set it to the table that records the assets")
     return table

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from indexer.actions import is_stale
 from indexer.apply import Deadline, RetryPolicy, apply
 from indexer.errors import RecordError
-from indexer.layout import Targets, rebuild_alias
+from indexer.layout import Targets, alias_indices
 from indexer.records import Change, collapse
 from indexer.search import Store
 
@@ -99,10 +99,7 @@ def preview_units(units: list[Unit], store: Store, timeout: float) -> None:
 def existing_targets(store: Store, alias: str, timeout: float) -> list[str]:
     """The indices a write to ``alias`` would go to (as ``indexer.layout.Targets`` finds them),
     without creating the index when there is none yet."""
-    by_index = store.aliases([alias, rebuild_alias(alias)], timeout)
-    serving = sorted(index for index, names in by_index.items() if alias in names)
-    building = sorted(index for index, names in by_index.items() if rebuild_alias(alias) in names)
-    return serving + [index for index in building if index not in serving]
+    return alias_indices(store, alias, timeout).writes()
 
 
 def records_detail(units: list[Unit], from_stream: bool, dry_run: bool) -> str:

@@ -30,7 +30,7 @@ from .sqs import Queue
 log = structlog.get_logger("replay.redrive.command")
 
 
-def parking_queue(args: argparse.Namespace, env: Mapping[str, str], dlq_url: str) -> tuple[Queue | None, str]:
+def parking_queue(args: argparse.Namespace, settings: Settings, dlq_url: str) -> tuple[Queue | None, str]:
     """The parking queue (None when there is none), and the default's URL for hints.
 
     ``--parking-queue-url``, else ``PARKING_QUEUE_URL``: it must exist. Else the dead-letter
@@ -38,7 +38,7 @@ def parking_queue(args: argparse.Namespace, env: Mapping[str, str], dlq_url: str
     no infrastructure."""
     default = messages.parking_url(dlq_url)
     flag = getattr(args, "parking_queue_url", None)
-    explicit = flag or (env.get("PARKING_QUEUE_URL") or "").strip() or None
+    explicit = flag or settings.parking_queue_url
     if explicit is None:
         queue = Queue(default)
         try:
@@ -64,13 +64,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     started = time.perf_counter()
     settings = Settings.from_env(env, require=("DLQ_URL",))
     logs.configure(settings.log_level, to_stderr=True)
-    assert settings.dlq_url is not None
-    dlq = Queue(settings.dlq_url)
+    dlq_url = settings.required("dlq_url")
+    dlq = Queue(dlq_url)
     waiting = dlq.count("DLQ_URL (--queue-url)")
     if waiting is None:
-        raise SettingsError(f"DLQ_URL (--queue-url) names no queue: {settings.dlq_url}")
-    parking, default_parking = parking_queue(args, env, settings.dlq_url)
-    from ..wiring import check_cluster
+        raise SettingsError(f"DLQ_URL (--queue-url) names no queue: {dlq_url}")
+    parking, default_parking = parking_queue(args, settings, dlq_url)
+    from indexer.backends import check_cluster
 
     pipeline = build_pipeline(settings)
     check_cluster(pipeline.store, settings.elasticsearch_url)
@@ -99,6 +99,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     finally:
         progress.close()
     print(text(summary), flush=True)
-    log.info("redrive_done", queue_url=settings.dlq_url, dry_run=summary.dry_run, stopped=summary.stopped or None,
+    log.info("redrive_done", queue_url=dlq_url, dry_run=summary.dry_run, stopped=summary.stopped or None,
              ms=round((time.perf_counter() - started) * 1000, 1), **summary.counts())
     return summary.exit_code()

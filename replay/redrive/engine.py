@@ -16,16 +16,16 @@ import structlog
 
 from indexer import deadletter
 from indexer.apply import Deadline, RetryPolicy
-from indexer.convert import ConversionError
-from indexer.errors import RecordError
+from indexer.errors import ConversionError, RangeGone, ReadbackFailed, RecordError, TableMissing
 from indexer.ids import document_id
 from indexer.layout import Targets
 from indexer.records import change_of
 from indexer.search import Store
+from indexer.settings import DEFAULT_TIME_BUDGET
 
 from . import messages
 from .messages import DeadLetter, StreamRange, Unreadable
-from .readback import RangeGone, Readback, ReadbackFailed, TableMissing, table_for
+from .readback import Readback, table_for
 from .apply import APPLIED, DEAD, UNRESOLVED, Unit, apply_units, preview_units, records_detail
 from .report import Outcome, Report, Summary, line, tally
 from .sqs import Queue, Received
@@ -67,7 +67,7 @@ class Redrive:
         max_attempts: int,
         dry_run: bool = False,
         policy: RetryPolicy = RetryPolicy(),
-        time_budget: float = 60.0,
+        time_budget: float = DEFAULT_TIME_BUDGET,
         parking_hint: str = "",
         wait: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -252,9 +252,8 @@ class Redrive:
         dead = [unit for unit in units if unit.outcome == DEAD and unit.error is not None]
         failed_at = self.clock()
         if isinstance(found, DeadLetter):
-            (unit,) = dead
-            assert unit.error is not None
-            bodies = [deadletter.encoded(messages.retried_body(found, unit.error, failed_at, *unit.where()))]
+            bodies = [deadletter.encoded(messages.retried_body(found, u.error, failed_at, *u.where()))
+                      for u in dead[:1] if u.error is not None]
             attempts = found.attempts + 1
         else:
             bodies = [deadletter.encoded(messages.range_letter(u.record, u.error, failed_at, *u.where()))

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from indexer import deadletter
-from indexer.convert import ConversionError
+from indexer.errors import ConversionError
 from indexer.errors import RecordError
 from indexer.ids import document_id
 from indexer.records import alias_problem, sequence_of, table_of

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 from typing import Any, Callable
 
+from indexer import aws
+from indexer.errors import RangeGone, ReadbackFailed, TableMissing
 from indexer.records import table_of
 from indexer.localsync.streams import lambda_record
 
@@ -26,32 +28,12 @@ MAX_EMPTY_PAGES = 3
 MAX_PAGES = 200
 
 
-class RangeGone(Exception):
-    """The range's records are no longer in the stream (or never were)."""
-
-
-class ReadbackFailed(Exception):
-    """Reading failed for a reason that may pass (throttling, network, permissions)."""
-
-
-class TableMissing(ReadbackFailed):
-    """The record's table does not exist (any more) where boto3 points."""
-
-
 def _region(arn: str | None) -> str | None:
     if isinstance(arn, str) and arn.startswith("arn:"):
         parts = arn.split(":")
         if len(parts) > 3 and parts[3]:
             return parts[3]
     return None
-
-
-def _default_client(service: str, region: str | None) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 5, "mode": "standard"})
-    return boto3.client(service, region_name=region, config=config) if region else boto3.client(service, config=config)
 
 
 def boto_keys(keys: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +51,7 @@ class Readback:
     """Reads from DynamoDB and DynamoDB Streams, one lazily built client per service and region
     (the region is the one in the stream or table ARN, so a queue may serve several regions)."""
 
-    def __init__(self, client_factory: Callable[[str, str | None], Any] = _default_client) -> None:
+    def __init__(self, client_factory: Callable[[str, str | None], Any] = aws.client) -> None:
         self._factory = client_factory
         self._clients: dict[tuple[str, str | None], Any] = {}
 

@@ -12,8 +12,9 @@ from typing import Any, Callable
 
 import structlog
 
+from indexer import aws
 from indexer.deadletter import SqsDeadLetters
-from indexer.errors import IndexerError, SettingsError
+from indexer.errors import QueueError, SettingsError
 
 log = structlog.get_logger("replay.redrive.sqs")
 
@@ -21,10 +22,6 @@ _BATCH = 10
 _MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 #: The longest visibility timeout SQS accepts (12 hours).
 MAX_VISIBILITY = 43_200
-
-
-class QueueError(IndexerError):
-    """SQS refused or could not be reached while redriving; the run stops (exit 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +32,7 @@ class Received:
 
 
 def _default_client() -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "sqs", config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"})
-    )
+    return aws.client("sqs")
 
 
 class Queue:
