@@ -13,7 +13,7 @@ import json
 from decimal import Decimal
 from typing import Any, Mapping
 
-from .errors import ClusterError, RetryableError, SettingsError
+from .errors import ClusterError, RetryableError
 from .search import SearchStore, Store, Transport, failure
 from .settings import Settings
 
@@ -139,10 +139,11 @@ class OpenSearchTransport:
 
 def check_cluster(store: Store, url: str) -> None:
     """Fail fast, in one line, when the cluster cannot be reached or refuses us (CLIs, local
-    sync: before any work starts)."""
+    sync: before any work starts). Raises :class:`ClusterError`: the CLIs exit 3 for it, apart
+    from bad flags or settings (2), since the fix is elsewhere (the cluster, the network)."""
     try:
         store.health(10)
     except RetryableError as exc:
-        raise SettingsError(f"cannot reach the search cluster at {url} (ELASTICSEARCH_URL): {exc}") from None
+        raise ClusterError(f"cannot reach the search cluster at {url} (ELASTICSEARCH_URL): {exc}") from None
     except ClusterError as exc:
-        raise SettingsError(f"the search cluster at {url} refused us: {exc}") from None
+        raise ClusterError(f"the search cluster at {url} refused us: {exc}") from None

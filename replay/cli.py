@@ -1,34 +1,66 @@
-"""``python -m replay --full | --verify | --redrive``: a thin shell around the replay modules.
+"""``python -m replay --full | --verify | --redrive | --list-orphans``: the shell around the operations.
 
-Parses flags, builds settings, calls the operation, maps its outcome to an exit code:
-0 success (or in sync), 1 the operation found drift or left failures, 2 bad flags or settings
-(one line on stderr naming the flag or variable).
+Parses flags into one options object per mode (``FullOptions``, ``VerifyOptions``,
+``RedriveOptions``), calls the operation, prints what it returns, and maps its outcome or its
+exception to an exit code (``indexer.cliutil``). Nothing else in ``replay`` prints.
+
+To add a flag to a mode: add a field to that mode's options object and a flag whose ``dest``
+is the field's name, with ``modes=`` naming the modes it belongs to; it is refused (exit 2)
+with any other mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from indexer.errors import ClusterError, IndexerError, SettingsError
+from indexer.cliutil import (
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Parser, epilog, positive_float, positive_int, report_failure,
+)
+from indexer.errors import IndexerError
+
+PROG = "python -m replay"
+FULL, VERIFY, REDRIVE, LIST_ORPHANS = "full", "verify", "redrive", "list_orphans"
+MODES = (FULL, VERIFY, REDRIVE, LIST_ORPHANS)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+class _ModeFlags:
+    """Adds flags to a group and remembers which modes each belongs to."""
+
+    def __init__(self) -> None:
+        #: dest -> (the flag as typed, the modes it belongs to)
+        self.owners: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def add(self, group: Any, flag: str, modes: tuple[str, ...], **kwargs: Any) -> None:
+        # No default in the parser: None means "not given", so a flag of another mode can be
+        # refused; the options objects hold the defaults.
+        action = group.add_argument(flag, default=None, **kwargs)
+        self.owners[action.dest] = (flag, modes)
+
+    def foreign(self, args: argparse.Namespace, mode: str) -> str | None:
+        """The first flag given that does not belong to ``mode``, as an error message."""
+        for dest, (flag, modes) in self.owners.items():
+            if getattr(args, dest) is not None and mode not in modes:
+                return f"{flag} belongs to {' / '.join('--' + m.replace('_', '-') for m in modes)}, not --{mode.replace('_', '-')}"
+        return None
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m replay",
+    from replay.full import FullOptions
+    from replay.redrive.command import RedriveOptions
+    from replay.verify import VerifyOptions
+
+    p = Parser(
+        prog=PROG,
         description=(
             "Rebuild, audit or repair the Elasticsearch index of a DynamoDB table. "
             "Settings come from the environment (TABLE_NAME, ELASTICSEARCH_URL, INDEX_NAME, DLQ_URL, ...); "
             "flags override them."
         ),
-        epilog="Exit status: 0 success or in sync, 1 drift found or records left failing, 2 bad flags or settings.",
+        epilog=epilog({EXIT_OK: "success or in sync"}),
     )
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--full", action="store_true", help="rebuild the index from a scan of the table, then swap the alias")
@@ -36,60 +68,58 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--redrive", action="store_true", help="re-apply the records in the dead-letter queue")
     mode.add_argument("--list-orphans", action="store_true", help="list physical indices left by interrupted rebuilds")
 
-    common = p.add_argument_group("where")
+    common = p.add_argument_group("where (every mode)")
     common.add_argument("--table", help="DynamoDB table (default: TABLE_NAME)")
     common.add_argument("--index", help="alias users search (default: INDEX_NAME, else the table name lower-cased)")
     common.add_argument("--elasticsearch-url", help="cluster URL (default: ELASTICSEARCH_URL)")
     common.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
+    flags = _ModeFlags()
     full = p.add_argument_group("--full")
-    full.add_argument("--segments", type=_positive_int, default=4, help="parallel scan segments (default 4)")
-    full.add_argument("--bulk-size", type=_positive_int, default=1000, help="documents per bulk request (default 1000)")
-    full.add_argument("--rate", type=_positive_float, help="read at most this many items per second")
-    full.add_argument("--mapping", help="JSON file with settings and mappings for the new index")
-    full.add_argument("--keep-old", action="store_true", help="keep the previous index after the swap")
-    full.add_argument("--migrate", action="store_true",
-                      help="when INDEX_NAME is a concrete index, rebuild behind an alias of that name and delete the index")
-    full.add_argument("--clean-orphans", action="store_true", help="delete indices left by interrupted rebuilds first")
+    flags.add(full, "--segments", (FULL, VERIFY), type=positive_int,
+              help=f"parallel scan segments, --full and --verify (default {FullOptions.segments})")
+    flags.add(full, "--bulk-size", (FULL,), type=positive_int,
+              help=f"documents per bulk request (default {FullOptions.bulk_size})")
+    flags.add(full, "--rate", (FULL,), type=positive_float, help="read at most this many items per second")
+    flags.add(full, "--mapping", (FULL,), help="JSON file with settings and mappings for the new index")
+    flags.add(full, "--keep-old", (FULL,), action="store_true", help="keep the previous index after the swap")
+    flags.add(full, "--migrate", (FULL,), action="store_true",
+              help="when INDEX_NAME is a concrete index, rebuild behind an alias of that name and delete the index")
+    flags.add(full, "--clean-orphans", (FULL,), action="store_true",
+              help="delete indices left by interrupted rebuilds first")
 
     verify = p.add_argument_group("--verify")
-    verify.add_argument("--fix", action="store_true", help="repair the drift found, through the ordering guard")
-    verify.add_argument("--sample", type=_positive_int, default=10, help="keys to show per kind of drift (default 10)")
+    flags.add(verify, "--fix", (VERIFY,), action="store_true", help="repair the drift found, through the ordering guard")
+    flags.add(verify, "--sample", (VERIFY,), type=positive_int,
+              help=f"keys to show per kind of drift (default {VerifyOptions.sample})")
 
     redrive = p.add_argument_group("--redrive")
-    redrive.add_argument("--queue-url", help="dead-letter queue (default: DLQ_URL)")
-    redrive.add_argument("--max-messages", type=_positive_int, help="stop after this many messages")
-    redrive.add_argument("--max-attempts", type=_positive_int, default=5,
-                         help="after this many failed attempts a message moves to the parking queue (default 5)")
-    redrive.add_argument("--parking-queue-url",
-                         help="queue for messages past --max-attempts and unreadable ones (default: PARKING_QUEUE_URL, "
-                              "else DLQ_URL's queue with -parking appended, if that queue exists)")
-    redrive.add_argument("--dry-run", action="store_true", help="say what would happen per message, change nothing")
+    flags.add(redrive, "--queue-url", (REDRIVE,), help="dead-letter queue (default: DLQ_URL)")
+    flags.add(redrive, "--max-messages", (REDRIVE,), type=positive_int, help="stop after this many messages")
+    flags.add(redrive, "--max-attempts", (REDRIVE,), type=positive_int,
+              help=f"after this many failed attempts a message moves to the parking queue "
+                   f"(default {RedriveOptions.max_attempts})")
+    flags.add(redrive, "--parking-queue-url", (REDRIVE,),
+              help="queue for messages past --max-attempts and unreadable ones (default: PARKING_QUEUE_URL, "
+                   "else DLQ_URL's queue with -parking appended, if that queue exists)")
+    flags.add(redrive, "--dry-run", (REDRIVE,), action="store_true",
+              help="say what would happen per message, change nothing")
+    p.set_defaults(mode_flags=flags)
     return p
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
-    return value
+def mode_of(args: argparse.Namespace) -> str:
+    return next(mode for mode in MODES if getattr(args, mode))
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
-    return value
+def options(cls: type, args: argparse.Namespace) -> Any:
+    """``cls`` (a mode's options dataclass) from the flags given; the rest keep their defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    return cls(**given, progress=not args.no_progress)
 
 
 def environment(args: argparse.Namespace) -> dict[str, str]:
-    """The environment with the flags that override it applied."""
+    """The environment with the flags that override it applied (``Settings.from_env`` reads it)."""
     env = dict(os.environ)
     for flag, name in (("table", "TABLE_NAME"), ("index", "INDEX_NAME"),
                        ("elasticsearch_url", "ELASTICSEARCH_URL"), ("queue_url", "DLQ_URL")):
@@ -99,25 +129,50 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(mode: str, args: argparse.Namespace) -> int:
+    """Run the mode's operation, print its result, return its exit code."""
+    env = environment(args)
+    if mode == FULL:
+        from replay import full
+
+        rebuilt = full.run(options(full.FullOptions, args), env, say)
+        lines, code = rebuilt.lines(), EXIT_FAILED if rebuilt.failed else EXIT_OK
+    elif mode == VERIFY:
+        from replay import verify
+
+        verified = verify.run(options(verify.VerifyOptions, args), env)
+        lines, code = verified.lines(), EXIT_OK if verified.in_sync() else EXIT_FAILED
+    elif mode == REDRIVE:
+        from replay.redrive import command
+        from replay.redrive.report import text
+
+        summary = command.run(options(command.RedriveOptions, args), env, say)
+        lines, code = [text(summary)], summary.exit_code()
+    else:
+        from replay.full import list_orphans
+
+        lines, code = list_orphans(env).lines(), EXIT_OK
+    for line in lines:
+        say(line)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    mode = mode_of(args)
+    refused = args.mode_flags.foreign(args, mode)
+    if refused:
+        p.error(refused)
     try:
-        if args.full:
-            from replay.full import run as operation
-        elif args.verify:
-            from replay.verify import run as operation
-        elif args.redrive:
-            from replay.redrive.command import run as operation
-        else:
-            from replay.full import list_orphans as operation
-        return operation(args, environment(args))
-    except (SettingsError, ClusterError) as exc:
-        print(f"python -m replay: error: {exc}", file=sys.stderr)
-        return 2
+        return run(mode, args)
     except IndexerError as exc:
-        print(f"python -m replay: failed: {exc}", file=sys.stderr)
-        return 1
+        return report_failure(PROG, exc)
     except KeyboardInterrupt:
-        what = "the alias still points at the complete index" if args.full else "nothing was left half done"
-        print(f"python -m replay: interrupted; {what}", file=sys.stderr)
-        return 130
+        what = "the alias still points at the complete index" if mode == FULL else "nothing was left half done"
+        print(f"{PROG}: interrupted; {what}", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -18,7 +18,6 @@ the alias untouched; the next run removes what it left behind.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import structlog
 
@@ -50,6 +49,30 @@ META_KEY = "dynamodb_es_indexer"
 HEARTBEAT_SECONDS = 10.0
 #: A building index whose heartbeat is older than this belongs to a replay that died.
 ORPHAN_AFTER_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class FullOptions:
+    """``--full``: how to rebuild. Each field is the flag of the same name (``replay.cli``
+    builds this from the flags given); the defaults here are the flags' defaults."""
+
+    segments: int = tables.DEFAULT_SEGMENTS
+    bulk_size: int = 1000
+    #: Items read per second, at most (None: as fast as the table answers).
+    rate: float | None = None
+    #: A JSON file with settings and mappings for the new index (None: ``INDEX_MAPPING``).
+    mapping: str | None = None
+    keep_old: bool = False
+    migrate: bool = False
+    clean_orphans: bool = False
+    progress: bool = True
+
+
+Say = Callable[[str], None]
+
+
+def silent(line: str) -> None:
+    """A ``say`` that says nothing (the CLI passes one that prints)."""
 
 
 @dataclass
@@ -111,29 +134,65 @@ def existing(w: Wiring) -> Existing:
     return Existing(serving, concrete, orphans, running, kept)
 
 
-def list_orphans(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+@dataclass(frozen=True)
+class Orphans:
+    """``--list-orphans``: what an alias serves and what interrupted or kept rebuilds left."""
+
+    alias: str
+    found: Existing
+
+    def lines(self) -> list[str]:
+        lines = [f"alias {self.alias!r} serves: {', '.join(self.found.serving) or '(nothing)'}"]
+        for label, names in (("orphaned (interrupted rebuild)", self.found.orphans),
+                             ("being built by a running replay", self.found.running),
+                             ("kept from earlier rebuilds (--keep-old)", self.found.kept)):
+            lines += [f"{label}: {name}" for name in names]
+        return lines
+
+
+def list_orphans(env: Mapping[str, str]) -> Orphans:
     """``--list-orphans``: what interrupted or kept rebuilds left behind."""
     w = wire(env)
-    found = existing(w)
-    print(f"alias {w.alias!r} serves: {', '.join(found.serving) or '(nothing)'}")
-    for label, names in (("orphaned (interrupted rebuild)", found.orphans),
-                         ("being built by a running replay", found.running),
-                         ("kept from earlier rebuilds (--keep-old)", found.kept)):
-        for name in names:
-            print(f"{label}: {name}")
-    return 0
+    return Orphans(w.alias, existing(w))
 
 
-def _load_mapping(args: argparse.Namespace, w: Wiring) -> dict[str, Any] | None:
-    if not args.mapping:
+@dataclass(frozen=True)
+class Rebuilt:
+    """What a finished rebuild did."""
+
+    alias: str
+    index: str
+    scanned: int
+    created: int
+    stale: int
+    #: (item key, reason) of the items that could not become documents.
+    failed: list[tuple[str, str]]
+    seconds: float
+    #: The indices the alias served before the swap, and whether they were kept.
+    previous: list[str]
+    kept_previous: bool
+
+    def lines(self) -> list[str]:
+        rate = self.scanned / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"alias {self.alias!r} now serves {self.index}",
+                 f"scanned {self.scanned} items in {self.seconds:.1f}s ({rate:.0f} items/s): {self.created} written, "
+                 f"{self.stale} already newer from live writes, {len(self.failed)} not indexable"]
+        if self.previous:
+            lines.append(f"previous index {', '.join(self.previous)} {'kept' if self.kept_previous else 'deleted'}")
+        lines += [f"  not indexed: {key}: {reason[:300]}" for key, reason in self.failed[:10]]
+        return lines
+
+
+def _load_mapping(options: FullOptions, w: Wiring) -> dict[str, Any] | None:
+    if not options.mapping:
         return w.settings.index_mapping
     try:
-        with open(args.mapping, encoding="utf-8") as handle:
+        with open(options.mapping, encoding="utf-8") as handle:
             body = json.load(handle)
     except OSError as exc:
-        raise SettingsError(f"--mapping: cannot read {args.mapping!r}: {exc.strerror}") from None
+        raise SettingsError(f"--mapping: cannot read {options.mapping!r}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise SettingsError(f"--mapping: {args.mapping!r} is not valid JSON ({exc})") from None
+        raise SettingsError(f"--mapping: {options.mapping!r} is not valid JSON ({exc})") from None
     return mapping_body(body, "--mapping")
 
 
@@ -157,15 +216,16 @@ class _Heartbeat(threading.Thread):
                 log.warning("heartbeat_failed", error=str(exc))
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def run(options: FullOptions, env: Mapping[str, str], say: Say = silent) -> Rebuilt:
+    """Rebuild the alias's index from the table; ``say`` narrates each step as it happens."""
     w = wire(env)
-    mapping = _load_mapping(args, w)
+    mapping = _load_mapping(options, w)
     if w.table.stream_arn is None:
-        print(f"warning: table {w.table.name!r} has no stream: live sync cannot follow it; "
-              "the rebuilt index will go stale", flush=True)
+        say(f"warning: table {w.table.name!r} has no stream: live sync cannot follow it; "
+            "the rebuilt index will go stale")
         log.warning("table_without_stream", table=w.table.name)
     found = existing(w)
-    if found.concrete and not args.migrate:
+    if found.concrete and not options.migrate:
         raise SettingsError(
             f"INDEX_NAME {w.alias!r} is a concrete index, not an alias: rerun with --migrate to rebuild "
             "behind an alias of that name (the concrete index is deleted at the swap)"
@@ -177,28 +237,29 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         )
     for orphan in found.orphans:
         log.warning("removing_orphan", index=orphan)
-        print(f"removing {orphan}, left by an interrupted replay", flush=True)
+        say(f"removing {orphan}, left by an interrupted replay")
         w.store.delete_indices([orphan], 60)
-    return Rebuild(w, args, mapping).run()
+    return Rebuild(w, options, mapping, say).run()
 
 
 class Rebuild:
-    def __init__(self, w: Wiring, args: argparse.Namespace, mapping: dict[str, Any] | None) -> None:
+    def __init__(self, w: Wiring, options: FullOptions, mapping: dict[str, Any] | None, say: Say = silent) -> None:
         self.w = w
-        self.args = args
+        self.options = options
         self.mapping = mapping
+        self.say = say
         self.index = new_index_name(w.alias, datetime.now(timezone.utc))
         self.counts = Counts()
         self.stop = threading.Event()
         self.policy = RetryPolicy.of(w.settings)
 
-    def run(self) -> int:
+    def run(self) -> Rebuilt:
         previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
         heartbeat = self._create()
         try:
             self._announce()
             progress = Progress(f"replay {self.w.table.name}", self.w.table.item_count,
-                                enabled=not self.args.no_progress)
+                                enabled=self.options.progress)
             try:
                 self._scan(progress)
             finally:
@@ -228,7 +289,7 @@ class Rebuild:
         body["aliases"] = {rebuild_alias(w.alias): {}}
         w.store.create_index(self.index, body, 60)
         log.info("rebuild_started", index=self.index, alias=w.alias, table=w.table.name)
-        print(f"building {self.index} for alias {w.alias!r} from table {w.table.name!r}", flush=True)
+        self.say(f"building {self.index} for alias {w.alias!r} from table {w.table.name!r}")
         heartbeat = _Heartbeat(w.store, self.index, meta)
         heartbeat.start()
         return heartbeat
@@ -236,13 +297,13 @@ class Rebuild:
     def _announce(self) -> None:
         """Wait until every live writer has seen the rebuild target (their cache has expired)."""
         wait = self.w.settings.targets_ttl + 1.0
-        print(f"waiting {wait:.0f}s for live writers to start writing to {self.index} too", flush=True)
+        self.say(f"waiting {wait:.0f}s for live writers to start writing to {self.index} too")
         if self.stop.wait(wait):
             raise KeyboardInterrupt
 
     def _scan(self, progress: Progress) -> None:
-        segments = self.args.segments
-        limiter = tables.RateLimiter(self.args.rate)
+        segments = self.options.segments
+        limiter = tables.RateLimiter(self.options.rate)
         with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="scan") as pool:
             futures = [pool.submit(self._segment, n, segments, limiter, progress) for n in range(segments)]
             try:
@@ -255,7 +316,7 @@ class Rebuild:
     def _segment(self, segment: int, segments: int, limiter: tables.RateLimiter, progress: Progress) -> None:
         w = self.w
         pending: list[Change] = []
-        page_size = min(self.args.bulk_size, 1000)
+        page_size = min(self.options.bulk_size, 1000)
         for page in tables.scan_segment(w.dynamodb, w.table.name, segment, segments, page_size, limiter, self.stop):
             for item in page:
                 try:
@@ -266,7 +327,7 @@ class Rebuild:
                     self._failed(str({k: item.get(k) for k in w.table.key_names}), reason)
             with self.counts.lock:
                 self.counts.scanned += len(page)
-            if len(pending) >= self.args.bulk_size:
+            if len(pending) >= self.options.bulk_size:
                 self._write(pending, progress, len(page))
                 pending = []
             else:
@@ -312,30 +373,24 @@ class Rebuild:
         """Interrupted or failed: the alias never moved; drop the half-built index."""
         try:
             self.w.store.delete_indices([self.index], 60)
-            print(f"replay stopped; {self.index} removed; alias {self.w.alias!r} unchanged", flush=True)
+            self.say(f"replay stopped; {self.index} removed; alias {self.w.alias!r} unchanged")
         except (RetryableError, ClusterError) as exc:
-            print(f"replay stopped; could not remove {self.index} ({exc}); the next run will", flush=True)
+            self.say(f"replay stopped; could not remove {self.index} ({exc}); the next run will")
 
     def _retire(self, old: list[str]) -> None:
-        if not old or self.args.keep_old:
+        if not old or self.options.keep_old:
             return
         # Live writers may still hold the old index in their target cache for a while.
         time.sleep(self.w.settings.targets_ttl + 1.0)
         self.w.store.delete_indices(old, 60)
 
-    def _report(self, old: list[str], seconds: float) -> int:
+    def _report(self, old: list[str], seconds: float) -> Rebuilt:
         c = self.counts
         rate = c.scanned / seconds if seconds > 0 else 0.0
-        print(f"alias {self.w.alias!r} now serves {self.index}")
-        print(f"scanned {c.scanned} items in {seconds:.1f}s ({rate:.0f} items/s): {c.created} written, "
-              f"{c.stale} already newer from live writes, {len(c.failed)} not indexable")
-        if old:
-            print(f"previous index {', '.join(old)} {'kept' if self.args.keep_old else 'deleted'}")
-        for key, reason in c.failed[:10]:
-            print(f"  not indexed: {key}: {reason[:300]}")
         log.info("replay_done", alias=self.w.alias, index=self.index, scanned=c.scanned, created=c.created,
                  stale=c.stale, failed=len(c.failed), seconds=round(seconds, 2), items_per_second=round(rate, 1))
-        return 1 if c.failed else 0
+        return Rebuilt(alias=self.w.alias, index=self.index, scanned=c.scanned, created=c.created, stale=c.stale,
+                       failed=list(c.failed), seconds=seconds, previous=old, kept_previous=self.options.keep_old)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -19,6 +19,8 @@ from indexer.errors import SettingsError, TableNotFound
 
 log = structlog.get_logger("replay.table")
 
+#: Parallel scan segments when the flags say nothing (--full, --verify).
+DEFAULT_SEGMENTS = 4
 THROTTLING = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )

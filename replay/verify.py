@@ -9,7 +9,6 @@ holds: a late stale record still loses to it, any real newer change still wins o
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -32,6 +31,19 @@ from .progress import Progress
 from .wiring import Wiring, wire
 
 log = structlog.get_logger("replay.verify")
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """``--verify``: how to audit. Each field is the flag of the same name (``replay.cli``
+    builds this from the flags given); the defaults here are the flags' defaults."""
+
+    segments: int = tables.DEFAULT_SEGMENTS
+    fix: bool = False
+    #: Keys shown per kind of drift.
+    sample: int = 10
+    progress: bool = True
+
 RECHECK_LIMIT = 100_000
 _EXACT = Context(prec=200)
 
@@ -208,19 +220,35 @@ def report(drift: Drift, sample: int) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+@dataclass(frozen=True)
+class Verified:
+    """What an audit found and, with ``--fix``, what it repaired."""
+
+    alias: str
+    table: str
+    drift: Drift
+    sample: int
+    #: (fixed, still failing) when drift was found and ``--fix`` asked to repair it.
+    fixed: tuple[int, int] | None = None
+
+    def in_sync(self) -> bool:
+        """True when the alias matches the table now: no drift, or all of it repaired."""
+        return self.drift.total() == 0 or (self.fixed is not None and self.fixed[1] == 0)
+
+    def lines(self) -> list[str]:
+        lines = report(self.drift, self.sample)
+        if self.drift.total() == 0:
+            lines.append(f"alias {self.alias!r} is in sync with table {self.table!r}")
+        elif self.fixed is not None:
+            lines.append(f"fixed {self.fixed[0]} documents, {self.fixed[1]} could not be fixed")
+        return lines
+
+
+def run(options: VerifyOptions, env: Mapping[str, str]) -> Verified:
+    """Compare the table with the alias; repair the drift found when ``options.fix``."""
     w = wire(env, exact_numbers=True)
-    progress = not args.no_progress
-    drift = find_drift(w, args.segments, progress)
-    for line in report(drift, args.sample):
-        print(line)
+    drift = find_drift(w, options.segments, options.progress)
     log.info("verify_done", alias=w.alias, missing=len(drift.missing), differing=len(drift.differing),
              extra=len(drift.extra), unconvertible=len(drift.unconvertible))
-    if drift.total() == 0:
-        print(f"alias {w.alias!r} is in sync with table {w.table.name!r}")
-        return 0
-    if not args.fix:
-        return 1
-    fixed, failing = fix(w, drift)
-    print(f"fixed {fixed} documents, {failing} could not be fixed")
-    return 0 if failing == 0 else 1
+    fixed = fix(w, drift) if options.fix and drift.total() else None
+    return Verified(w.alias, w.table.name, drift, options.sample, fixed)

@@ -316,8 +316,8 @@ def test_arn_parameters_take_one_domain_or_collection_and_no_wildcard(packaged: 
 
 def test_function_package_holds_the_lambda_core_and_the_sample_app_only(packaged: Packaged) -> None:
     """The zip ships what the deployed functions run: the core and the S3 sample handlers, not
-    local sync (an emulator of the event source mapping, which imports fcntl) nor its CLI."""
-    core = [p for p in (ROOT / "indexer").glob("*.py") if p.name != "__main__.py"]
+    local sync (an emulator of the event source mapping, which imports fcntl) nor the CLIs."""
+    core = [p for p in (ROOT / "indexer").glob("*.py") if p.name not in ("__main__.py", "cliutil.py")]
     sample = list((ROOT / "indexer" / "sampleapp").glob("*.py"))
     code = {p.relative_to(ROOT).as_posix(): p.read_bytes() for p in core + sample}
     with _zip("dynamodb-es-indexer.zip") as shipped:

@@ -25,6 +25,7 @@ import boto3
 import pytest
 from flaky_handler import Call, Flaky
 
+from indexer.cliutil import EXIT_CLUSTER, EXIT_USAGE
 from indexer.localsync import sync as localsync
 from indexer.sampleapp import s3assets
 from indexer.__main__ import main
@@ -410,18 +411,18 @@ def test_bad_flags_are_one_line_and_exit_2(argv, says, capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1 and says in err
 
 
-@pytest.mark.parametrize("env, says", [
-    ({"DLQ_URL": None}, "DLQ_URL is required"),
+@pytest.mark.parametrize("env, says, code", [
+    ({"DLQ_URL": None}, "DLQ_URL is required", EXIT_USAGE),
     ({"DLQ_URL": "http://127.0.0.1:9/1/q", "ELASTICSEARCH_URL": "http://127.0.0.1:9"},
-     "cannot reach the search cluster at http://127.0.0.1:9 (ELASTICSEARCH_URL)"),
+     "cannot reach the search cluster at http://127.0.0.1:9 (ELASTICSEARCH_URL)", EXIT_CLUSTER),
 ])
-def test_the_handlers_settings_are_checked_before_anything_is_read(env, says, monkeypatch, capsys, tmp_path):
+def test_the_handlers_settings_are_checked_before_anything_is_read(env, says, code, monkeypatch, capsys, tmp_path):
     for name, value in env.items():
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-    assert main(["sync", "--table", "T", "--state", str(tmp_path / "s")]) == 2
+    assert main(["sync", "--table", "T", "--state", str(tmp_path / "s")]) == code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err
 

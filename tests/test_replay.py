@@ -13,6 +13,7 @@ import pytest
 from indexer import convert
 from indexer.ids import document_id
 from cluster import Cluster
+from indexer.cliutil import EXIT_CLUSTER, EXIT_USAGE
 from replay import cli
 from replay.verify import canonical
 from replay import full as replay_full
@@ -187,7 +188,6 @@ def test_a_table_without_a_stream_is_rebuilt_with_a_warning(sync, monkeypatch, c
     [
         (["--full"], {"TABLE_NAME": "Missing"}, "table 'Missing' does not exist"),
         (["--full"], {"TABLE_NAME": None}, "TABLE_NAME is required"),
-        (["--full"], {"ELASTICSEARCH_URL": "http://127.0.0.1:9"}, "cannot reach the search cluster"),
         (["--full", "--mapping", "/nonexistent.json"], {}, "--mapping: cannot read"),
     ],
 )
@@ -202,7 +202,17 @@ def test_bad_settings_fail_with_one_line_and_exit_2(rebuild, monkeypatch, capsys
     assert len(err) == 1 and message in err[0]
 
 
-@pytest.mark.parametrize("argv", [["--full", "--segments", "0"], ["--full", "--verify"], [], ["--full", "--bogus"]])
+@pytest.mark.parametrize("mode", ["--full", "--verify", "--list-orphans"])
+def test_an_unreachable_cluster_is_one_line_and_its_own_exit_code(rebuild, monkeypatch, capsys, mode):
+    monkeypatch.setenv("ELASTICSEARCH_URL", "http://127.0.0.1:9")
+    assert cli.main([mode, "--no-progress"]) == EXIT_CLUSTER != EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach the search cluster at http://127.0.0.1:9" in err[0]
+
+
+@pytest.mark.parametrize("argv", [["--full", "--segments", "0"], ["--full", "--verify"], [], ["--full", "--bogus"],
+                                  ["--full", "--fix"], ["--verify", "--keep-old"], ["--redrive", "--segments", "2"],
+                                  ["--list-orphans", "--dry-run"], ["--full", "--max-attempts", "3"]])
 def test_bad_flags_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main(argv)

@@ -1,7 +1,9 @@
 """``python -m indexer sync``: local sync, Lambda's event source mapping run on one machine.
 
-A thin shell: parse flags, install signal handlers, call :func:`indexer.localsync.sync.run`, map the
-outcome to an exit code (0 stopped cleanly, 1 failed while running, 2 bad flags or settings).
+A thin shell: parse flags into :class:`SyncOptions`, install signal handlers, call
+:func:`indexer.localsync.sync.run`, map the outcome to an exit code (``indexer.cliutil``: 0 stopped
+cleanly, 1 failed while running, 2 bad flags or settings, 3 search cluster unreachable, 130
+interrupted).
 """
 
 from __future__ import annotations
@@ -16,37 +18,20 @@ from typing import Any, Sequence
 from .. import logs
 from . import esm
 from .checkpoints import LATEST, TRIM_HORIZON
+from ..cliutil import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, epilog, number, report_failure
 from ..errors import IndexerError, SettingsError
 from .. import settings
 
 PROG = "python -m indexer"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _number(kind: type, low: float | None = None) -> object:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
-        if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text!r}")
-        return value
-
-    return parse
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         description="Local tools of the DynamoDB Streams -> Elasticsearch indexer.",
         epilog="Run '%(prog)s sync --help' for the flags of local sync.",
     )
-    commands = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sync = commands.add_parser(
         "sync",
         help="read a table's DynamoDB stream and feed the handler, as Lambda's event source mapping does",
@@ -59,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
             "(finishing the current invocation) unless --once or --stop-after. The project's handler "
             "reads its settings from the environment (ELASTICSEARCH_URL, DLQ_URL, INDEX_NAME, ...)."
         ),
-        epilog="Exit status: 0 stopped cleanly, 1 failed while running, 2 bad flags or settings.",
+        epilog=epilog({EXIT_OK: "stopped cleanly", 1: "failed while running"}),
     )
     where = sync.add_argument_group("what to read and call")
     where.add_argument("--table", help="DynamoDB table whose stream is read (default: TABLE_NAME)")
@@ -71,32 +56,32 @@ def parser() -> argparse.ArgumentParser:
                        help="where shards without a checkpoint start on the first run (default: %(default)s)")
 
     mapping = sync.add_argument_group("event source mapping settings (Lambda's defaults)")
-    mapping.add_argument("--batch-size", type=_number(int, 1), default=esm.BATCH_SIZE,
+    mapping.add_argument("--batch-size", type=number(int, 1), default=esm.BATCH_SIZE,
                          help=f"BatchSize: most records per invocation, up to {esm.MAX_BATCH_SIZE} (default: %(default)s)")
-    mapping.add_argument("--maximum-batching-window", type=_number(float, 0), default=0.0, metavar="SECONDS",
+    mapping.add_argument("--maximum-batching-window", type=number(float, 0), default=0.0, metavar="SECONDS",
                          help="MaximumBatchingWindowInSeconds: wait up to this long to fill a batch (default: %(default)g)")
     mapping.add_argument("--report-batch-item-failures", action=argparse.BooleanOptionalAction, default=True,
                          help="FunctionResponseTypes=[ReportBatchItemFailures]: resume from the lowest failed "
                               "record the function reports (default: on, the indexer's handler reports them)")
     mapping.add_argument("--bisect-batch-on-function-error", action=argparse.BooleanOptionalAction, default=False,
                          help="BisectBatchOnFunctionError: split a failing batch in two before retrying (default: off)")
-    mapping.add_argument("--maximum-retry-attempts", type=_number(int, -1), default=-1, metavar="N",
+    mapping.add_argument("--maximum-retry-attempts", type=number(int, -1), default=-1, metavar="N",
                          help="MaximumRetryAttempts: retries before a batch is discarded, -1 infinite (default: %(default)s)")
-    mapping.add_argument("--maximum-record-age", type=_number(int, -1), default=-1, metavar="SECONDS",
+    mapping.add_argument("--maximum-record-age", type=number(int, -1), default=-1, metavar="SECONDS",
                          help="MaximumRecordAgeInSeconds: discard older records, -1 infinite (default: %(default)s)")
     mapping.add_argument("--on-failure", metavar="QUEUE_URL",
                          help="DestinationConfig.OnFailure: SQS queue that gets the metadata of discarded batches "
                               "(default: none, discarded batches are only logged)")
     mapping.add_argument("--function-name", default="local-sync",
                          help="function name in the context and in on-failure messages (default: %(default)s)")
-    mapping.add_argument("--function-timeout", type=_number(float, 1), default=60.0, metavar="SECONDS",
+    mapping.add_argument("--function-timeout", type=number(float, 1), default=60.0, metavar="SECONDS",
                          help="the time the handler is told it has per invocation (default: %(default)g)")
 
     running = sync.add_argument_group("running")
-    running.add_argument("--poll-interval", type=_number(float, 0.01), default=0.25, metavar="SECONDS",
+    running.add_argument("--poll-interval", type=number(float, 0.01), default=0.25, metavar="SECONDS",
                          help="wait between reads of an idle stream; Lambda polls 4 times a second (default: %(default)g)")
     running.add_argument("--once", action="store_true", help="deliver what the stream holds now, then exit")
-    running.add_argument("--stop-after", type=_number(float, 0), metavar="SECONDS",
+    running.add_argument("--stop-after", type=number(float, 0), metavar="SECONDS",
                          help="stop after this long (finishing the current batch)")
     running.add_argument("--no-progress", action="store_true", help="no progress counter, even on a terminal")
     return p
@@ -118,18 +103,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command != "sync":
         print(f"{PROG}: error: a command is required: sync (see {PROG} --help)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from . import sync as localsync
 
     try:
         logs.configure(settings.log_level())
     except SettingsError as exc:
-        print(f"{PROG} sync: error: {exc}", file=sys.stderr)
-        return 2
+        return report_failure(f"{PROG} sync", exc)
     table = args.table or settings.table_name()
     if not table:
         print(f"{PROG} sync: error: TABLE_NAME is required: set it or pass --table", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     options = localsync.SyncOptions(
         table=table,
         handler=args.handler,
@@ -155,19 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _stop_on_signals(stop)
     try:
         localsync.run(options, stop)
-    except SettingsError as exc:
-        print(f"{PROG} sync: error: {exc}", file=sys.stderr)
-        return 2
     except IndexerError as exc:
-        print(f"{PROG} sync: failed: {exc}", file=sys.stderr)
-        return 1
+        return report_failure(f"{PROG} sync", exc)
     except KeyboardInterrupt:
         print(f"{PROG} sync: interrupted; the checkpoint is at the last fully processed record", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

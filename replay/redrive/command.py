@@ -9,10 +9,9 @@ and parking policy, the summary and the exit codes.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import structlog
 
@@ -24,20 +23,36 @@ from indexer.settings import Settings
 from . import messages
 from .readback import Readback
 from .engine import Redrive
-from .report import text
+from .report import Summary
 from .sqs import Queue
 
 log = structlog.get_logger("replay.redrive.command")
 
 
-def parking_queue(args: argparse.Namespace, settings: Settings, dlq_url: str) -> tuple[Queue | None, str]:
+@dataclass(frozen=True)
+class RedriveOptions:
+    """``--redrive``: how to redrive. Each field is the flag of the same name (``replay.cli``
+    builds this from the flags given; ``--queue-url`` overrides ``DLQ_URL`` in the settings);
+    the defaults here are the flags' defaults."""
+
+    #: Stop after this many messages (None: until the queue is empty).
+    max_messages: int | None = None
+    #: After this many failed attempts a message moves to the parking queue.
+    max_attempts: int = 5
+    #: The parking queue (None: ``PARKING_QUEUE_URL``, else the default beside the DLQ).
+    parking_queue_url: str | None = None
+    dry_run: bool = False
+    progress: bool = True
+
+
+def parking_queue(options: RedriveOptions, settings: Settings, dlq_url: str) -> tuple[Queue | None, str]:
     """The parking queue (None when there is none), and the default's URL for hints.
 
     ``--parking-queue-url``, else ``PARKING_QUEUE_URL``: it must exist. Else the dead-letter
     queue's URL with ``-parking`` appended, used only when that queue exists: redrive creates
     no infrastructure."""
     default = messages.parking_url(dlq_url)
-    flag = getattr(args, "parking_queue_url", None)
+    flag = options.parking_queue_url
     explicit = flag or settings.parking_queue_url
     if explicit is None:
         queue = Queue(default)
@@ -58,9 +73,10 @@ def parking_queue(args: argparse.Namespace, settings: Settings, dlq_url: str) ->
     return queue, default
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Redrive the dead-letter queue: 0 when every message was redriven or stale (or there were
-    none), 1 when any failed again, was parked, unreadable, gone or left unresolved."""
+def run(options: RedriveOptions, env: Mapping[str, str], say: Callable[[str], None] | None = None) -> Summary:
+    """Redrive the dead-letter queue; ``say`` gets one line per message in a dry run. The
+    summary's ``exit_code()``: 0 when every message was redriven or stale (or there were none),
+    1 when any failed again, was parked, unreadable, gone or left unresolved."""
     started = time.perf_counter()
     settings = Settings.from_env(env, require=("DLQ_URL",))
     logs.configure(settings.log_level, to_stderr=True)
@@ -69,7 +85,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     waiting = dlq.count("DLQ_URL (--queue-url)")
     if waiting is None:
         raise SettingsError(f"DLQ_URL (--queue-url) names no queue: {dlq_url}")
-    parking, default_parking = parking_queue(args, settings, dlq_url)
+    parking, default_parking = parking_queue(options, settings, dlq_url)
     from indexer.backends import check_cluster
 
     pipeline = build_pipeline(settings)
@@ -82,23 +98,22 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         readback=Readback(),
         default_alias=settings.index_name,
         table_name=settings.table_name,
-        max_attempts=args.max_attempts,
-        dry_run=bool(getattr(args, "dry_run", False)),
+        max_attempts=options.max_attempts,
+        dry_run=options.dry_run,
         policy=pipeline.policy,
         time_budget=settings.time_budget,
         parking_hint=default_parking,
-        out=sys.stdout,
+        say=say,
     )
-    max_messages = getattr(args, "max_messages", None)
+    max_messages = options.max_messages
     from ..progress import Progress
 
     total = min(waiting, max_messages) if max_messages else waiting
-    progress = Progress("redrive", total or None, unit="messages", enabled=not getattr(args, "no_progress", False))
+    progress = Progress("redrive", total or None, unit="messages", enabled=options.progress)
     try:
         summary = redrive.run(max_messages, progress)
     finally:
         progress.close()
-    print(text(summary), flush=True)
     log.info("redrive_done", queue_url=dlq_url, dry_run=summary.dry_run, stopped=summary.stopped or None,
              ms=round((time.perf_counter() - started) * 1000, 1), **summary.counts())
-    return summary.exit_code()
+    return summary

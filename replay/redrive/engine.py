@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 import structlog
 
@@ -72,7 +72,7 @@ class Redrive:
         wait: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], Any] = deadletter.now,
-        out: TextIO | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.targets = targets
@@ -88,7 +88,7 @@ class Redrive:
         self.wait = RECEIVE_WAIT_SECONDS if wait is None else wait
         self.sleep = sleep
         self.clock = clock
-        self.out = out
+        self.say = say
         self.summary = Summary(dlq.url, dry_run=dry_run, parking_hint=parking_hint)
         #: Digests of the copies this run sent to the dead-letter queue: they are the next
         #: run's business, so one run never retries a record twice.
@@ -321,8 +321,8 @@ class Redrive:
             log.debug("message_redriven", **fields)
         else:
             log.warning("message_not_redriven", **fields)
-        if self.dry_run and self.out is not None:
-            print(line(report, dry_run=True), file=self.out, flush=True)
+        if self.dry_run and self.say is not None:
+            self.say(line(report, dry_run=True))
 
 
 def _digest(body: str) -> str:
