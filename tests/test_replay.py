@@ -188,7 +188,7 @@ def test_a_table_without_a_stream_is_rebuilt_with_a_warning(sync, monkeypatch, c
     [
         (["--full"], {"TABLE_NAME": "Missing"}, "table 'Missing' does not exist"),
         (["--full"], {"TABLE_NAME": None}, "TABLE_NAME is required"),
-        (["--full", "--mapping", "/nonexistent.json"], {}, "--mapping: cannot read"),
+        (["--full", "--mapping", "tests/data/no-such-mapping.json"], {}, "--mapping: cannot read"),
     ],
 )
 def test_bad_settings_fail_with_one_line_and_exit_2(rebuild, monkeypatch, capsys, argv, env, message):

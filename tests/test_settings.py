@@ -45,7 +45,7 @@ def test_secrets_never_show_in_the_settings_repr():
         ({"ELASTICSEARCH_URL": "https://u:p@host"}, "must not hold credentials"),
         ({"ELASTICSEARCH_USERNAME": "u"}, "must be set together"),
         ({"ELASTICSEARCH_VERIFY_CERTS": "maybe"}, "ELASTICSEARCH_VERIFY_CERTS must be true or false"),
-        ({"ELASTICSEARCH_CA_CERTS": "/no/such.pem"}, "ELASTICSEARCH_CA_CERTS names no file"),
+        ({"ELASTICSEARCH_CA_CERTS": "no/such.pem"}, "ELASTICSEARCH_CA_CERTS names no file"),
         ({"SEARCH_BACKEND": "solr"}, "SEARCH_BACKEND must be one of"),
         ({"SEARCH_AUTH": "kerberos"}, "SEARCH_AUTH must be one of"),
         ({"SEARCH_AUTH": "sigv4"}, "set SEARCH_BACKEND=opensearch"),
@@ -59,7 +59,7 @@ def test_secrets_never_show_in_the_settings_repr():
         ({"ELASTICSEARCH_TIMEOUT": "soon"}, "ELASTICSEARCH_TIMEOUT must be a number"),
         ({"RETRY_MAX_ATTEMPTS": "0"}, "RETRY_MAX_ATTEMPTS must be greater than 0"),
         ({"INDEX_MAPPING": "{nope"}, "INDEX_MAPPING: its value is not valid JSON"),
-        ({"INDEX_MAPPING": "/no/such/file.json"}, "INDEX_MAPPING is neither JSON nor a readable file"),
+        ({"INDEX_MAPPING": "no/such/file.json"}, "INDEX_MAPPING is neither JSON nor a readable file"),
         ({"INDEX_MAPPING": '{"aliases": {}}'}, 'INDEX_MAPPING must be a JSON object with "settings"'),
     ],
 )
