@@ -16,7 +16,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -262,7 +261,7 @@ def test_private_instance_lifecycle(private_es, es_client: Elasticsearch) -> Non
     assert url == f"http://127.0.0.1:{port}"
 
     # Healthy, and usable with the real client.
-    assert es_local.wait_healthy(url, timeout=5)["status"] in ("yellow", "green")
+    assert es_local.wait_healthy(url, timeout=60)["status"] in ("yellow", "green")
     with Elasticsearch(url, request_timeout=30) as es:
         es.index(index="docs", id="a", document={"title": "persist me"}, refresh=True)
         hits = es.search(index="docs", query={"match": {"title": "persist"}})["hits"]
@@ -338,7 +337,7 @@ def test_opensearch_instance_lifecycle() -> None:
 
         # It is really OpenSearch, healthy, and indexes and searches.
         assert http_json("GET", url + "/")["version"]["distribution"] == "opensearch"
-        assert es_local.wait_healthy(url, timeout=5)["status"] in ("yellow", "green")
+        assert es_local.wait_healthy(url, timeout=60)["status"] in ("yellow", "green")
         http_json("PUT", url + "/docs/_doc/a?refresh=true", {"title": "persist me"})
         found = http_json("POST", url + "/docs/_search", {"query": {"match": {"title": "persist"}}})
         assert [h["_id"] for h in found["hits"]["hits"]] == ["a"]
@@ -381,10 +380,11 @@ def test_opensearch_node_dying_while_booting_fails_fast_with_its_error(
     )
     name = unique_name("pytest-os")
     try:
-        started = time.monotonic()
         with pytest.raises(es_local.LaunchError) as exc:
-            es_local.start(name=name, distribution="opensearch", timeout=120)
-        assert time.monotonic() - started < 60
+            es_local.start(name=name, distribution="opensearch", timeout=600)
+        # Failed because the node died, not because the (long) wait for health ran out.
+        assert "server process exited before" in str(exc.value)
+        assert "not healthy within" not in str(exc.value)
         assert "unknown setting [no.such.setting]" in str(exc.value)
         assert str(exc.value).startswith(f"OpenSearch instance {name!r}")
         assert es_local.is_running(name) is None

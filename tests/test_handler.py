@@ -196,20 +196,23 @@ def test_a_missing_dlq_url_fails_fast_naming_the_variable(sync):
 
 
 def test_elasticsearch_down_reports_every_record_and_a_retry_after_restart_converges(sync, private_es):
-    sync.configure(ELASTICSEARCH_URL=private_es.url)
+    # Giving up is bounded by attempts here, not by the clock, so a slow machine changes
+    # nothing; that no retry starts past Lambda's remaining time is tested in
+    # test_apply_retries.py without a clock.
+    sync.configure(ELASTICSEARCH_URL=private_es.url, RETRY_MAX_ATTEMPTS="3")
     sync.es = private_es.client()
     batch = [put("a", 1, v=1), put("b", 2, v=2), remove("a", 3), put("c", 4, v=4)]
     sync.deliver(put("a", 0, v=0))  # the index exists before the outage
     private_es.stop()
     with capture_logs() as logs:
-        response = sync.deliver(*batch, context=LambdaContext(8.0))
+        response = sync.deliver(*batch, context=LambdaContext(600))
     assert response == {
         "batchItemFailures": [{"itemIdentifier": str(SEQUENCE_BASE + n)} for n in (1, 2, 3, 4)]
     }
     retries = [e for e in logs if e["event"] == "retrying"]
-    assert len(retries) >= 2, "transient failures are retried before giving up"
+    assert len(retries) == 2, "transient failures are retried before giving up"
     summary = next(e for e in logs if e["event"] == "batch_done")
-    assert summary["failed"] == 4 and summary["ms"] < 8000
+    assert summary["failed"] == 4
     private_es.start()
     assert sync.deliver(*batch, context=LambdaContext(60)) == {"batchItemFailures": []}
     assert sync.docs() == {"b": {"pk": "b", "v": 2}, "c": {"pk": "c", "v": 4}}

@@ -471,24 +471,66 @@ def plain_stream_table(aws: None) -> str:
     return "Cli"
 
 
-def test_stop_after_also_ends_a_batch_that_is_being_retried_forever(plain_stream_table, tmp_path):
+def test_stopping_also_ends_a_batch_that_is_being_retried_forever(plain_stream_table, tmp_path):
+    """A stop (a signal, or --stop-after's timer) arriving while a failing batch waits to be
+    retried ends the run there: the retry wait is cut short, nothing is acknowledged."""
     boto3.client("dynamodb").put_item(TableName=plain_stream_table, Item={"pk": {"S": "a"}})
+    stop = threading.Event()
+    calls: list[int] = []
 
     def broken(event: dict[str, Any], context: Any) -> None:
+        calls.append(len(event["Records"]))
+        if len(calls) == 2:
+            stop.set()  # as the timer or SIGTERM would, between this failure and the next retry
         raise RuntimeError("always")
 
-    started = time.monotonic()
     options = localsync.SyncOptions(table=plain_stream_table, handler=broken, state=tmp_path / "state.json",
-                                    poll_interval=0.01, stop_after=1.0)
-    totals = localsync.run(options)
-    assert time.monotonic() - started < 10 and totals.function_errors >= 2 and totals.acknowledged == 0
+                                    poll_interval=0.01)
+    totals = localsync.run(options, stop)
+    assert calls == [1, 1] and totals.function_errors == 2 and totals.acknowledged == 0
     state = json.loads((tmp_path / "state.json").read_text())
     assert [shard["checkpoint"] for stream in state["streams"].values() for shard in stream["shards"].values()] == [None]
 
 
-def test_a_batching_window_waits_for_a_full_batch(plain_stream_table, tmp_path):
+def test_stop_after_stops_the_run(plain_stream_table, tmp_path):
+    stop = threading.Event()
+    options = localsync.SyncOptions(table=plain_stream_table, handler=lambda event, context: None,
+                                    state=tmp_path / "state.json", poll_interval=0.01, stop_after=0.1)
+    totals = localsync.run(options, stop)  # an idle stream: only the timer can end this run
+    assert stop.is_set() and totals.invocations == 0
+
+
+class _ReadSignal:
+    """The real Streams client, with an event set once a GetRecords call has returned a record."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.read_a_record = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_records(self, **kwargs: Any) -> dict[str, Any]:
+        got = self._client.get_records(**kwargs)
+        if got.get("Records"):
+            self.read_a_record.set()
+        return got
+
+
+def test_a_batching_window_waits_for_a_full_batch(plain_stream_table, tmp_path, monkeypatch):
     dynamodb = boto3.client("dynamodb")
     dynamodb.put_item(TableName=plain_stream_table, Item={"pk": {"S": "a"}})
+    real_client = localsync.aws_client
+    readers: list[_ReadSignal] = []
+
+    def signalling_client(service: str) -> Any:
+        client = real_client(service)
+        if service != "dynamodbstreams":
+            return client
+        readers.append(_ReadSignal(client))
+        return readers[-1]
+
+    monkeypatch.setattr(localsync, "aws_client", signalling_client)
     batches: list[int] = []
     stop = threading.Event()
 
@@ -496,25 +538,31 @@ def test_a_batching_window_waits_for_a_full_batch(plain_stream_table, tmp_path):
         batches.append(len(event["Records"]))
         stop.set()
 
+    # The longest window Lambda allows: it cannot close by itself while this test runs.
     options = localsync.SyncOptions(table=plain_stream_table, handler=count, state=tmp_path / "state.json",
-                                    poll_interval=0.01, stop_after=20,
-                                    mapping=MappingConfig(batch_size=3, maximum_batching_window=5))
+                                    poll_interval=0.01,
+                                    mapping=MappingConfig(batch_size=3, maximum_batching_window=300))
     runner = threading.Thread(target=localsync.run, args=(options, stop))
     runner.start()
+    # The waits below are bounded only so that a broken sync fails instead of hanging.
     try:
-        time.sleep(0.5)
-        assert batches == []  # one record: the window is still open
+        wait_for(lambda: readers and readers[0].read_a_record.is_set())
+        assert batches == []  # one record read: the window is still open
         dynamodb.put_item(TableName=plain_stream_table, Item={"pk": {"S": "b"}})
         dynamodb.put_item(TableName=plain_stream_table, Item={"pk": {"S": "c"}})
+        assert stop.wait(120)  # set by the handler once it is invoked with the full batch
     finally:
-        runner.join(30)
-    assert batches == [3]  # invoked as soon as the batch was full, before the window closed
+        stop.set()
+        runner.join(120)
+    assert batches == [3]  # invoked as soon as the batch was full, long before the window closed
 
 
 # -- end to end: moto server, the CLI as a process, the real handler ---------------------------
 
 
-def wait_for(condition: Any, timeout: float = 30.0) -> float:
+def wait_for(condition: Any, timeout: float = 120.0) -> float:
+    """Poll ``condition`` until it holds; ``timeout`` only bounds a run that would hang (it is
+    no speed requirement: generous for a loaded machine)."""
     started = time.monotonic()
     while not condition():
         if time.monotonic() - started > timeout:
