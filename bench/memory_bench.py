@@ -61,6 +61,8 @@ from decimal import Decimal
 import boto3, elasticsearch
 from boto3.dynamodb.types import Binary, TypeDeserializer
 from elasticsearch import helpers
+sys.path.insert(0, "bench")  # run from the repository root
+from common import to_boto3_shape  # binary values as bytes, as TypeDeserializer expects (stdlib only)
 baseline = peak_mb()
 event = json.loads(open(sys.argv[1], "rb").read())
 parsed = peak_mb()
@@ -74,24 +76,12 @@ def default(value):
         return base64.b64encode(value.value).decode()
     raise TypeError(type(value).__name__)
 
-def shaped(value):
-    ((tag, inner),) = value.items()
-    if tag == "B":
-        return {"B": base64.b64decode(inner)}
-    if tag == "BS":
-        return {"BS": [base64.b64decode(item) for item in inner]}
-    if tag == "M":
-        return {"M": {name: shaped(item) for name, item in inner.items()}}
-    if tag == "L":
-        return {"L": [shaped(item) for item in inner]}
-    return value
-
 started = time.perf_counter()
 deserializer = TypeDeserializer()
 client = elasticsearch.Elasticsearch(os.environ["ELASTICSEARCH_URL"], request_timeout=120)
 actions = ({"_index": os.environ["FLOOR_INDEX"], "_id": record["dynamodb"]["Keys"]["pk"]["S"],
-            "_source": json.dumps({name: deserializer.deserialize(shaped(value))
-                                   for name, value in record["dynamodb"]["NewImage"].items()}, default=default)}
+            "_source": json.dumps({name: deserializer.deserialize(value)
+                                   for name, value in to_boto3_shape(record["dynamodb"]["NewImage"]).items()}, default=default)}
            for record in event["Records"])
 ok, errors = helpers.bulk(client, actions)
 seconds = time.perf_counter() - started

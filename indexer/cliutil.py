@@ -7,10 +7,13 @@ the Lambda package (``infra/serverless.yml`` leaves it out: no function parses f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Callable, Mapping, NoReturn, TextIO
+from typing import Any, Callable, Mapping, NoReturn, TextIO, TypeVar
 
 from .errors import ClusterError, IndexerError, SettingsError
+
+T = TypeVar("T")
 
 #: Success (and, for --verify, "in sync").
 EXIT_OK = 0
@@ -68,6 +71,15 @@ def number(kind: type[int] | type[float], low: float | None = None, above: float
 
 positive_int = number(int, above=0)
 positive_float = number(float, above=0)
+
+
+def options_from(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
+    """``cls`` (a dataclass of options) from the parsed flags whose ``dest`` is one of its
+    fields, plus ``given``; a flag left at None keeps the field's default, so the defaults
+    live in the dataclass alone."""
+    fields = {f.name for f in dataclasses.fields(cls)} - set(given)  # type: ignore[arg-type]
+    flags = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    return cls(**flags, **given)
 
 
 def exit_code(error: IndexerError) -> int:

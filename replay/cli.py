@@ -12,16 +12,16 @@ with any other mode.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 from indexer.cliutil import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Parser, epilog, positive_float, positive_int, report_failure,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Parser, epilog, options_from, positive_float, positive_int, report_failure,
 )
 from indexer.errors import IndexerError
 
+T = TypeVar("T")
 PROG = "python -m replay"
 FULL, VERIFY, REDRIVE, LIST_ORPHANS = "full", "verify", "redrive", "list_orphans"
 MODES = (FULL, VERIFY, REDRIVE, LIST_ORPHANS)
@@ -112,10 +112,9 @@ def mode_of(args: argparse.Namespace) -> str:
     return next(mode for mode in MODES if getattr(args, mode))
 
 
-def options(cls: type, args: argparse.Namespace) -> Any:
+def options(cls: type[T], args: argparse.Namespace) -> T:
     """``cls`` (a mode's options dataclass) from the flags given; the rest keep their defaults."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
-    return cls(**given, progress=not args.no_progress)
+    return options_from(cls, args, progress=not args.no_progress)
 
 
 def environment(args: argparse.Namespace) -> dict[str, str]:

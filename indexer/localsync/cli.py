@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import logs
-from . import esm
 from .checkpoints import LATEST, TRIM_HORIZON
-from ..cliutil import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, epilog, number, report_failure
+from .esm import MAX_BATCH_SIZE, MappingConfig
+from .sync import SyncOptions
+from ..cliutil import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, epilog, number, options_from, report_failure
 from ..errors import IndexerError, SettingsError
 from .. import settings
 
@@ -48,37 +49,39 @@ def parser() -> argparse.ArgumentParser:
     )
     where = sync.add_argument_group("what to read and call")
     where.add_argument("--table", help="DynamoDB table whose stream is read (default: TABLE_NAME)")
-    where.add_argument("--handler", default="indexer.handler:handler", metavar="MODULE:FUNCTION",
+    where.add_argument("--handler", default=SyncOptions.handler, metavar="MODULE:FUNCTION",
                        help="function to invoke (default: %(default)s)")
-    where.add_argument("--state", type=Path, default=Path(".state/local-sync.json"), metavar="FILE",
+    where.add_argument("--state", type=Path, default=SyncOptions.state, metavar="FILE",
                        help="checkpoint file, written atomically after every batch (default: %(default)s)")
-    where.add_argument("--starting-position", choices=(TRIM_HORIZON, LATEST), default=TRIM_HORIZON,
+    where.add_argument("--starting-position", choices=(TRIM_HORIZON, LATEST), default=SyncOptions.starting_position,
                        help="where shards without a checkpoint start on the first run (default: %(default)s)")
 
     mapping = sync.add_argument_group("event source mapping settings (Lambda's defaults)")
-    mapping.add_argument("--batch-size", type=number(int, 1), default=esm.BATCH_SIZE,
-                         help=f"BatchSize: most records per invocation, up to {esm.MAX_BATCH_SIZE} (default: %(default)s)")
-    mapping.add_argument("--maximum-batching-window", type=number(float, 0), default=0.0, metavar="SECONDS",
+    mapping.add_argument("--batch-size", type=number(int, 1), default=MappingConfig.batch_size,
+                         help=f"BatchSize: most records per invocation, up to {MAX_BATCH_SIZE} (default: %(default)s)")
+    mapping.add_argument("--maximum-batching-window", type=number(float, 0), default=MappingConfig.maximum_batching_window, metavar="SECONDS",
                          help="MaximumBatchingWindowInSeconds: wait up to this long to fill a batch (default: %(default)g)")
-    mapping.add_argument("--report-batch-item-failures", action=argparse.BooleanOptionalAction, default=True,
+    mapping.add_argument("--report-batch-item-failures", action=argparse.BooleanOptionalAction,
+                         default=MappingConfig.report_batch_item_failures,
                          help="FunctionResponseTypes=[ReportBatchItemFailures]: resume from the lowest failed "
                               "record the function reports (default: on, the indexer's handler reports them)")
-    mapping.add_argument("--bisect-batch-on-function-error", action=argparse.BooleanOptionalAction, default=False,
+    mapping.add_argument("--bisect-batch-on-function-error", action=argparse.BooleanOptionalAction,
+                         default=MappingConfig.bisect_batch_on_function_error,
                          help="BisectBatchOnFunctionError: split a failing batch in two before retrying (default: off)")
-    mapping.add_argument("--maximum-retry-attempts", type=number(int, -1), default=-1, metavar="N",
+    mapping.add_argument("--maximum-retry-attempts", type=number(int, -1), default=MappingConfig.maximum_retry_attempts, metavar="N",
                          help="MaximumRetryAttempts: retries before a batch is discarded, -1 infinite (default: %(default)s)")
-    mapping.add_argument("--maximum-record-age", type=number(int, -1), default=-1, metavar="SECONDS",
+    mapping.add_argument("--maximum-record-age", type=number(int, -1), default=MappingConfig.maximum_record_age, metavar="SECONDS",
                          help="MaximumRecordAgeInSeconds: discard older records, -1 infinite (default: %(default)s)")
     mapping.add_argument("--on-failure", metavar="QUEUE_URL",
                          help="DestinationConfig.OnFailure: SQS queue that gets the metadata of discarded batches "
                               "(default: none, discarded batches are only logged)")
-    mapping.add_argument("--function-name", default="local-sync",
+    mapping.add_argument("--function-name", default=SyncOptions.function_name,
                          help="function name in the context and in on-failure messages (default: %(default)s)")
-    mapping.add_argument("--function-timeout", type=number(float, 1), default=60.0, metavar="SECONDS",
+    mapping.add_argument("--function-timeout", type=number(float, 1), default=SyncOptions.function_timeout, metavar="SECONDS",
                          help="the time the handler is told it has per invocation (default: %(default)g)")
 
     running = sync.add_argument_group("running")
-    running.add_argument("--poll-interval", type=number(float, 0.01), default=0.25, metavar="SECONDS",
+    running.add_argument("--poll-interval", type=number(float, 0.01), default=SyncOptions.poll_interval, metavar="SECONDS",
                          help="wait between reads of an idle stream; Lambda polls 4 times a second (default: %(default)g)")
     running.add_argument("--once", action="store_true", help="deliver what the stream holds now, then exit")
     running.add_argument("--stop-after", type=number(float, 0), metavar="SECONDS",
@@ -114,27 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not table:
         print(f"{PROG} sync: error: TABLE_NAME is required: set it or pass --table", file=sys.stderr)
         return EXIT_USAGE
-    options = localsync.SyncOptions(
-        table=table,
-        handler=args.handler,
-        state=args.state,
-        starting_position=args.starting_position,
-        mapping=esm.MappingConfig(
-            batch_size=args.batch_size,
-            maximum_batching_window=args.maximum_batching_window,
-            report_batch_item_failures=args.report_batch_item_failures,
-            bisect_batch_on_function_error=args.bisect_batch_on_function_error,
-            maximum_retry_attempts=args.maximum_retry_attempts,
-            maximum_record_age=args.maximum_record_age,
-        ),
-        on_failure=args.on_failure,
-        function_name=args.function_name,
-        function_timeout=args.function_timeout,
-        poll_interval=args.poll_interval,
-        once=args.once,
-        stop_after=args.stop_after,
-        progress=not args.no_progress,
-    )
+    options = options_from(SyncOptions, args, table=table, mapping=options_from(MappingConfig, args),
+                           progress=not args.no_progress)
     stop = threading.Event()
     previous = _stop_on_signals(stop)
     try:
