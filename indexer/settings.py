@@ -107,7 +107,7 @@ class Settings:
         if ca_certs and not os.path.isfile(ca_certs):
             raise SettingsError(f"ELASTICSEARCH_CA_CERTS names no file: {ca_certs!r}")
 
-        backend = (get("SEARCH_BACKEND") or "elasticsearch").lower()
+        backend = (get("SEARCH_BACKEND") or cls.search_backend).lower()
         if backend not in BACKENDS:
             raise SettingsError(f"SEARCH_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
         api_key = get("ELASTICSEARCH_API_KEY")
@@ -128,7 +128,7 @@ class Settings:
         region = get("AWS_REGION") or get("AWS_DEFAULT_REGION") or (aws_host.group(1) if aws_host else None)
         if auth == "sigv4" and not region:
             raise SettingsError("AWS_REGION is required to sign requests with SigV4 (SEARCH_AUTH=sigv4)")
-        service = (get("SIGV4_SERVICE") or (aws_host.group(2) if aws_host else "es")).lower()
+        service = (get("SIGV4_SERVICE") or (aws_host.group(2) if aws_host else cls.sigv4_service)).lower()
         if service not in SIGV4_SERVICES:
             raise SettingsError(f"SIGV4_SERVICE must be es or aoss, got {service!r}")
 
