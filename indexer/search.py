@@ -149,7 +149,12 @@ class SearchStore:
                           params={"ignore_unavailable": "true"})
 
     def update_aliases(self, actions: list[dict[str, Any]], timeout: float) -> None:
-        self._request("POST", "/_aliases", "moving aliases", timeout, body={"actions": actions})
+        """Apply alias actions; raises when any action failed, even inside a 200 answer (a
+        ``remove`` of a missing alias fails there while the other actions still apply)."""
+        body = self._request("POST", "/_aliases", "moving aliases", timeout, body={"actions": actions})
+        if isinstance(body, dict) and body.get("errors"):
+            failed = [entry for entry in body.get("action_results", []) if entry.get("status", 200) >= 300]
+            raise ClusterError(f"moving aliases: some actions failed: {str(failed)[:500]}")
 
     # Reading documents ----------------------------------------------------------------------
 
