@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 import uuid
 
 import pytest
@@ -36,36 +36,55 @@ def replay(env, *flags, **kwargs):
                           timeout=300, **kwargs)
 
 
-def start_slow_replay(env):
-    return subprocess.Popen([sys.executable, "-m", "replay", "--full", "--rate", "40", "--bulk-size", "20",
-                             "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_held_replay(env, tmp_path):
+    """A replay that holds its scan after the first written page (REPLAY_HOLD_FILE never
+    appears), so a signal always finds it mid-scan, however fast or slow the machine."""
+    held = {**env, "REPLAY_HOLD_FILE": str(tmp_path / "never-created")}
+    return subprocess.Popen([sys.executable, "-m", "replay", "--full", "--bulk-size", "20", "--no-progress"],
+                            env=held, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def building_index(es, alias, serving, timeout=60.0):
-    """Wait until the replay's new index exists and holds some documents; its name."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        names = [n for n in es.indices.get(index=f"{alias}-r*", ignore_unavailable=True,
-                                           allow_no_indices=True).body if n not in serving]
-        # Counted by indexing stats: the building index is not refreshed until the swap.
-        if names:
-            primaries = es.indices.stats(index=names[0], metric="indexing")["_all"]["primaries"]
-            if primaries.get("indexing", {}).get("index_total", 0) > 0:
-                return names[0]
-        time.sleep(0.2)
-    raise AssertionError("the replay never started writing")
+class Stderr(threading.Thread):
+    """Collects a process's stderr; ``holding`` is set when the replay says it holds mid-scan."""
+
+    def __init__(self, process):
+        super().__init__(daemon=True)
+        self.process, self.lines, self.holding = process, [], threading.Event()
+        self.start()
+
+    def run(self):
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if '"replay_holding"' in line:
+                self.holding.set()
+
+    def text(self):
+        self.join(60)
+        return "".join(self.lines)
+
+
+def building_index(process, es, alias, serving, timeout=120.0):
+    """Wait until the replay says it holds mid-scan; its new index's name."""
+    process.err = Stderr(process)
+    if not process.err.holding.wait(timeout):
+        process.kill()
+        raise AssertionError(f"the replay never reached its hold: {process.err.text()}")
+    names = [n for n in es.indices.get(index=f"{alias}-r*", ignore_unavailable=True,
+                                       allow_no_indices=True).body if n not in serving]
+    assert len(names) == 1, names
+    return names[0]
 
 
 def serving(es, alias):
     return sorted(es.indices.get_alias(name=alias).body)
 
 
-def test_kill_9_mid_scan_leaves_the_alias_serving_and_a_rerun_converges(table, es_client):
+def test_kill_9_mid_scan_leaves_the_alias_serving_and_a_rerun_converges(table, es_client, tmp_path):
     alias, env = table
     assert replay(env, "--full", "--no-progress").returncode == 0
     before = serving(es_client, alias)
-    process = start_slow_replay(env)
-    building = building_index(es_client, alias, before)
+    process = start_held_replay(env, tmp_path)
+    building = building_index(process, es_client, alias, before)
     process.kill()
     process.wait()
     assert serving(es_client, alias) == before
@@ -87,14 +106,15 @@ def test_kill_9_mid_scan_leaves_the_alias_serving_and_a_rerun_converges(table, e
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_ctrl_c_mid_scan_removes_the_half_built_index(table, es_client):
+def test_ctrl_c_mid_scan_removes_the_half_built_index(table, es_client, tmp_path):
     alias, env = table
     assert replay(env, "--full", "--no-progress").returncode == 0
     before = serving(es_client, alias)
-    process = start_slow_replay(env)
-    building = building_index(es_client, alias, before)
+    process = start_held_replay(env, tmp_path)
+    building = building_index(process, es_client, alias, before)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    process.wait(60)
+    err = process.err.text()
     assert process.returncode == 130, err
     assert "alias still points at the complete index" in err
     assert serving(es_client, alias) == before

@@ -88,3 +88,25 @@ def test_canonical_forms_treat_equal_numbers_as_equal_and_strings_apart():
     assert digest({"n": 1, "_ddb": {"seq": "1"}}) == digest({"n": Decimal("1.0")})
     assert digest({"n": "1"}) != digest({"n": 1})
     assert digest({"n": 10**38}) != digest({"n": 10**38 + 1})
+
+
+def test_rate_limits_items_read_per_second_smoothly():
+    from replay.full import scan_page_size
+
+    now = [0.0]
+    limiter = tables.RateLimiter(10, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    reads: list[tuple[float, int]] = []
+
+    class Table:
+        def scan(self, **request):
+            reads.append((now[0], request["Limit"]))
+            return {"Items": [{"pk": {"S": "x"}}] * request["Limit"], "LastEvaluatedKey": {"pk": {"S": "x"}}}
+
+    pages = tables.scan_segment(Table(), "t", 0, 2, scan_page_size(1000, 10, 2), limiter, threading.Event())
+    for _ in range(8):
+        next(pages)
+    read = 0
+    for at, limit in reads:
+        read += limit
+        assert read <= 10 * at + 5  # never ahead of the rate by more than one small page
+    assert reads[-1][0] > 0
