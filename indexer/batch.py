@@ -116,7 +116,10 @@ class Pipeline:
         positions = sorted(letters)
         failed_at = self.clock()
         bodies = [deadletter.encoded(deadletter.message(letters[p], failed_at)) for p in positions]
+        refused = {positions[i] for i in self.dead_letters.send(bodies)}
         for position in positions:
+            if position in refused:  # reported to Lambda instead; the queue logged why
+                continue
             letter = letters[position]
             log.warning(
                 "record_dead_lettered",
@@ -125,8 +128,7 @@ class Pipeline:
                 error_class=letter.error.kind,
                 reason=letter.error.message[:500],
             )
-        refused = self.dead_letters.send(bodies)
-        return {positions[i] for i in refused}
+        return refused
 
     def _dead_letter_or_raise(self, letters: list[deadletter.Letter]) -> None:
         failed_at = self.clock()

@@ -22,7 +22,10 @@ MESSAGE_TYPE = "dynamodb-es-indexer/dead-letter"
 MESSAGE_VERSION = 1
 #: SQS's message size limit (256 KiB); larger records are sent without their images.
 MAX_MESSAGE_BYTES = 256 * 1024
+#: SendMessageBatch takes at most ten entries and 256 KiB for all bodies together
+#: (BatchRequestTooLong otherwise: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html).
 _SQS_BATCH = 10
+MAX_BATCH_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +106,10 @@ class SqsDeadLetters:
         from botocore.exceptions import BotoCoreError, ClientError
 
         failed: list[int] = []
-        for start in range(0, len(bodies), _SQS_BATCH):
-            chunk = bodies[start : start + _SQS_BATCH]
+        for positions in batches([len(text.encode("utf-8")) for text in bodies]):
             entries = []
-            for offset, text in enumerate(chunk):
+            for offset, position in enumerate(positions):
+                text = bodies[position]
                 entry: dict[str, Any] = {"Id": str(offset), "MessageBody": text}
                 if self.fifo:
                     entry["MessageGroupId"] = "dead-letters"
@@ -116,7 +119,7 @@ class SqsDeadLetters:
                 response = self._sqs().send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except (BotoCoreError, ClientError) as exc:
                 log.error("dead_letter_queue_unreachable", queue_url=self.queue_url, error=str(exc))
-                failed.extend(range(start, start + len(chunk)))
+                failed.extend(positions)
                 continue
             for entry in response.get("Failed", []):
                 log.error(
@@ -125,8 +128,22 @@ class SqsDeadLetters:
                     code=entry.get("Code"),
                     error=entry.get("Message"),
                 )
-                failed.append(start + int(entry["Id"]))
+                failed.append(positions[int(entry["Id"])])
         return sorted(failed)
+
+
+def batches(sizes: list[int], max_count: int = _SQS_BATCH, max_bytes: int = MAX_BATCH_BYTES) -> list[list[int]]:
+    """Positions grouped into SendMessageBatch calls within SQS's count and total-size limits,
+    in order (each body is already at most MAX_MESSAGE_BYTES, so each fits a call alone)."""
+    groups: list[list[int]] = []
+    total = 0
+    for position, size in enumerate(sizes):
+        if not groups or len(groups[-1]) >= max_count or total + size > max_bytes:
+            groups.append([])
+            total = 0
+        groups[-1].append(position)
+        total += size
+    return groups
 
 
 def _default_client() -> Any:

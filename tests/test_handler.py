@@ -217,3 +217,22 @@ def test_elasticsearch_down_reports_every_record_and_a_retry_after_restart_conve
     assert sync.deliver(*batch, context=LambdaContext(60)) == {"batchItemFailures": []}
     assert sync.docs() == {"b": {"pk": "b", "v": 2}, "c": {"pk": "c", "v": 4}}
     sync.es.close()
+
+
+def test_big_refused_records_are_all_dead_lettered_within_the_sqs_batch_limit(sync):
+    sync.deliver(put("a", 1, age=30))  # maps "age" as a number
+    big = "x" * 190_000
+    refused = [put(f"b{n}", 2 + n, age="thirty", blob=big) for n in range(6)]
+    assert sync.deliver(*refused) == {"batchItemFailures": []}
+    letters = sync.dead_letters()
+    assert sorted(letter["doc_id"] for letter in letters) == [f"b{n}" for n in range(6)]
+
+
+def test_a_record_is_logged_dead_lettered_only_once_the_queue_took_it(sync):
+    sync.configure(DLQ_URL=sync.queue_url + "-missing")
+    bad = put("b", 2)
+    bad["dynamodb"]["NewImage"]["x"] = {"N": "not a number"}
+    with capture_logs() as logs:
+        response = sync.deliver(bad)
+    assert response == {"batchItemFailures": [{"itemIdentifier": bad["dynamodb"]["SequenceNumber"]}]}
+    assert not [e for e in logs if e["event"] == "record_dead_lettered"]

@@ -286,3 +286,14 @@ def test_trimmed_or_missing_ranges_are_gone_other_errors_may_pass():
         _reader(ScriptedStreams(_error("TrimmedDataAccessException"))).stream_range(STREAM_ARN, SHARD, "1", "2")
     with pytest.raises(ReadbackFailed, match="AccessDeniedException"):
         _reader(ScriptedStreams(_error("AccessDeniedException"))).stream_range(STREAM_ARN, SHARD, "1", "2")
+
+
+def test_dead_letter_batches_respect_the_count_and_the_total_size():
+    from indexer.deadletter import MAX_BATCH_BYTES, batches
+
+    assert batches([10] * 23) == [list(range(10)), list(range(10, 20)), [20, 21, 22]]
+    big = 190 * 1024
+    assert batches([big] * 3) == [[0], [1], [2]]
+    assert batches([big, 60 * 1024, 10, big]) == [[0, 1, 2], [3]]
+    assert all(sum([big, 60 * 1024, 10, big][p] for p in group) <= MAX_BATCH_BYTES
+               for group in batches([big, 60 * 1024, 10, big]))
