@@ -149,15 +149,67 @@ def _bookkeeping(sequence: int, at: int | None) -> dict[str, Any]:
     return bookkeeping
 
 
+def document_of(image: Any) -> dict[str, Any]:
+    """The document for an item image, refused when its attribute names would reach the
+    bookkeeping field or collide once Elasticsearch expands dotted names into object paths."""
+    document = convert.item(image)
+    problem = name_problem(document)
+    if problem:
+        kind = "reserved_attribute" if problem.startswith("reserved") else "colliding_attribute_names"
+        raise RecordError(kind, problem.split(": ", 1)[1])
+    return document
+
+
+def name_problem(document: dict[str, Any]) -> str | None:
+    """Why the document's field names cannot be indexed as they are, or None.
+
+    Elasticsearch reads ``"a.b": 1`` as ``{"a": {"b": 1}}``. So ``"_ddb.deleted": true`` would
+    write the tombstone flag and hide a live item behind the alias, and ``"a.b"`` beside a map
+    ``a`` holding ``b`` are two values for one field. Only documents with a dotted name pay for
+    more than one look at each name."""
+    for name in document:
+        if name.split(".", 1)[0] == RESERVED_FIELD:
+            return (f"reserved: the item has an attribute named {name!r}, which reaches {RESERVED_FIELD!r}, "
+                    "the field the indexer reserves for its bookkeeping")
+    if not _has_dotted_name(document):
+        return None
+    kinds: dict[tuple[str, ...], str] = {}
+    return _collision(document, (), kinds)
+
+
+def _has_dotted_name(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any("." in name or _has_dotted_name(item) for name, item in value.items())
+    if isinstance(value, list):
+        return any(_has_dotted_name(item) for item in value)
+    return False
+
+
+def _collision(document: dict[str, Any], prefix: tuple[str, ...], kinds: dict[tuple[str, ...], str]) -> str | None:
+    """The first field path two names define differently (a value twice, or a value and an
+    object); ``kinds`` maps each path seen to "object" or "value". Lists are left to the
+    cluster: it flattens their objects into one field anyway."""
+    for name, value in document.items():
+        parts = tuple(name.split("."))
+        for depth in range(1, len(parts)):
+            implied = prefix + parts[:depth]
+            if kinds.setdefault(implied, "object") != "object":
+                return f"colliding: the attribute {name!r} makes {'.'.join(implied)!r} an object and a value"
+        path = prefix + parts
+        kind = "object" if isinstance(value, dict) else "value"
+        if path in kinds and (kind == "value" or kinds[path] == "value"):
+            return f"colliding: the attribute {name!r} names the field {'.'.join(path)!r} that another attribute also names"
+        kinds[path] = kind
+        if isinstance(value, dict):
+            found = _collision(value, path, kinds)
+            if found:
+                return found
+    return None
+
+
 def upsert(alias: str, doc_id: str, image: Any, sequence: int, position: int = 0, at: int | None = None) -> Change:
     """The change that makes ``doc_id`` hold ``image`` (DynamoDB JSON), as of ``sequence``."""
-    document = convert.item(image)
-    if RESERVED_FIELD in document:
-        raise RecordError(
-            "reserved_attribute",
-            f"the item has an attribute named {RESERVED_FIELD!r}, which the indexer reserves "
-            "for its bookkeeping",
-        )
+    document = document_of(image)
     document[RESERVED_FIELD] = _bookkeeping(sequence, at)
     return Change(alias, doc_id, sequence, False, _json(document), position)
 

@@ -19,11 +19,10 @@ from typing import Any, Mapping
 
 import structlog
 
-from indexer import convert
 from indexer.apply import Deadline, RetryPolicy, apply
 from indexer.errors import RecordError
 from indexer.ids import document_id
-from indexer.records import RESERVED_FIELD, SNAPSHOT_SEQUENCE, Change, tombstone, upsert
+from indexer.records import RESERVED_FIELD, SNAPSHOT_SEQUENCE, Change, document_of, tombstone, upsert
 from indexer.layout import Targets
 
 from . import table as tables
@@ -115,7 +114,7 @@ def table_digests(w: Wiring, segments: int, progress_enabled: bool) -> tuple[dic
             for item in page:
                 keys = w.table.keys_of(item)
                 try:
-                    local.append((document_id(keys), digest(convert.item(item)), keys))
+                    local.append((document_id(keys), digest(document_of(item)), keys))
                 except RecordError as exc:
                     with lock:
                         bad.append((json.dumps(keys, default=str), exc.message))
@@ -151,13 +150,36 @@ def find_drift(w: Wiring, segments: int, progress_enabled: bool) -> Drift:
     return _recheck(w, drift)
 
 
+def hidden_by_alias(source: Mapping[str, Any]) -> bool:
+    """Whether the alias filter (``_ddb.deleted`` is true) hides a document with this source.
+
+    mget ignores alias filters, so this judges as the filter does: the field as Elasticsearch
+    expands dotted names (``{"_ddb": {"deleted": ...}}`` or ``{"_ddb.deleted": ...}``), and a
+    boolean term query matches ``true`` and ``"true"`` alike."""
+    values = [(source.get(RESERVED_FIELD) or {}).get("deleted") if isinstance(source.get(RESERVED_FIELD), dict)
+              else None, source.get(f"{RESERVED_FIELD}.deleted")]
+    for value in values:
+        for one in value if isinstance(value, list) else [value]:
+            if one is True or one == "true":
+                return True
+    return False
+
+
 def _current_document(w: Wiring, doc_id: str) -> dict[str, Any] | None:
-    """What the alias shows for ``doc_id`` (None for nothing or a tombstone)."""
+    """What the alias shows for ``doc_id`` (None for nothing or a document the alias hides)."""
     (doc,) = w.store.documents(w.alias, [doc_id], 30)
     source = doc.get("_source") if doc.get("found") else None
-    if source is None or (source.get(RESERVED_FIELD) or {}).get("deleted"):
+    if source is None or hidden_by_alias(source):
         return None
     return source
+
+
+def _item_digest(item: dict[str, Any]) -> str | None:
+    """The digest of the document an item becomes; None when it cannot become one."""
+    try:
+        return digest(document_of(item))
+    except RecordError:
+        return None
 
 
 def _recheck(w: Wiring, drift: Drift) -> Drift:
@@ -175,7 +197,7 @@ def _recheck(w: Wiring, drift: Drift) -> Drift:
             confirmed.extra[doc_id] = keys
         elif document is None:
             confirmed.missing[doc_id] = keys
-        elif digest(convert.item(item)) != digest(document):
+        elif _item_digest(item) != digest(document):
             confirmed.differing[doc_id] = keys
     return confirmed
 
@@ -183,6 +205,7 @@ def _recheck(w: Wiring, drift: Drift) -> Drift:
 def fix(w: Wiring, drift: Drift) -> tuple[int, int]:
     """Write the table's current state for every drifted document; (fixed, still failing)."""
     changes: list[Change] = []
+    refused = 0
     ids = list(drift.missing) + list(drift.differing) + list(drift.extra)
     keys_by_id = {**drift.missing, **drift.differing, **drift.extra}
     stored = w.store.documents(w.alias, ids, 60, includes=[f"{RESERVED_FIELD}.seq"])
@@ -195,13 +218,17 @@ def fix(w: Wiring, drift: Drift) -> tuple[int, int]:
         item = tables.get_item(w.dynamodb, w.table.name, keys) if keys else None
         if item is None:
             changes.append(tombstone(w.alias, doc_id, max(sequence, 1), position))
-        else:
+            continue
+        try:
             changes.append(upsert(w.alias, doc_id, item, sequence, position))
+        except RecordError as exc:  # the item cannot become a document: nothing to write
+            log.warning("fix_failed", doc_id=doc_id, reason=exc.message[:300])
+            refused += 1
     targets = Targets(w.store, mapping=w.settings.index_mapping, ttl=w.settings.targets_ttl)
     result = apply(changes, w.store, targets, Deadline.after(300), RetryPolicy.of(w.settings))
     for change, error in result.dead:
         log.warning("fix_failed", doc_id=change.doc_id, reason=error.message[:300])
-    failing = len(result.dead) + len(result.unresolved)
+    failing = len(result.dead) + len(result.unresolved) + refused
     return len(result.applied) + len(result.stale), failing
 
 

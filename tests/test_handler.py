@@ -236,3 +236,23 @@ def test_a_record_is_logged_dead_lettered_only_once_the_queue_took_it(sync):
         response = sync.deliver(bad)
     assert response == {"batchItemFailures": [{"itemIdentifier": bad["dynamodb"]["SequenceNumber"]}]}
     assert not [e for e in logs if e["event"] == "record_dead_lettered"]
+
+
+@pytest.mark.parametrize("name, value", [("_ddb.deleted", {"BOOL": True}), ("_ddb.deleted", {"S": "true"})])
+def test_an_attribute_that_would_hide_the_item_is_dead_lettered_not_hidden(sync, name, value):
+    bad = put("b", 2)
+    bad["dynamodb"]["NewImage"][name] = value
+    assert sync.deliver(put("a", 1), bad) == {"batchItemFailures": []}
+    (letter,) = sync.dead_letters()
+    assert letter["record"]["dynamodb"]["Keys"] == {"pk": {"S": "b"}}
+    assert letter["error"]["class"] == "reserved_attribute"
+    assert set(sync.docs()) == {"a"}
+    assert sync.raw("b") is None  # nothing written that the alias would hide
+
+
+def test_a_dotted_name_beside_a_map_holding_the_same_path_is_dead_lettered(sync):
+    bad = put("b", 2)
+    bad["dynamodb"]["NewImage"].update({"a.b": {"N": "1"}, "a": {"M": {"b": {"N": "2"}}}})
+    assert sync.deliver(bad) == {"batchItemFailures": []}
+    (letter,) = sync.dead_letters()
+    assert letter["error"]["class"] == "colliding_attribute_names"

@@ -82,3 +82,32 @@ def test_an_upsert_without_new_image_names_the_stream_view_type():
     del bad["dynamodb"]["NewImage"]
     with pytest.raises(RecordError, match="NEW_AND_OLD_IMAGES"):
         change_of(bad, 0)
+
+
+@pytest.mark.parametrize("name", ["_ddb.deleted", "_ddb.seq", "_ddb.x.y"])
+def test_an_attribute_name_that_expands_into_the_reserved_field_is_refused(name):
+    bad = put("a", 1)
+    bad["dynamodb"]["NewImage"][name] = {"BOOL": True}
+    with pytest.raises(RecordError, match="reserves") as caught:
+        change_of(bad, 0)
+    assert caught.value.kind == "reserved_attribute"
+
+
+@pytest.mark.parametrize("image", [
+    {"a.b": {"N": "1"}, "a": {"M": {"b": {"N": "2"}}}},
+    {"a": {"M": {"b": {"N": "2"}}}, "a.b": {"N": "1"}},
+    {"a.b": {"N": "1"}, "a": {"N": "5"}},
+    {"m": {"M": {"x.y": {"S": "1"}, "x": {"M": {"y": {"S": "2"}}}}}},
+])
+def test_dotted_names_that_collide_once_expanded_are_refused(image):
+    bad = put("a", 1)
+    bad["dynamodb"]["NewImage"].update(image)
+    with pytest.raises(RecordError, match="also names|an object and a value") as caught:
+        change_of(bad, 0)
+    assert caught.value.kind == "colliding_attribute_names"
+
+
+def test_dotted_names_that_do_not_collide_are_indexed_as_they_are():
+    fine = put("a", 1)
+    fine["dynamodb"]["NewImage"].update({"a.b": {"N": "1"}, "a": {"M": {"c": {"N": "2"}}}, "x.y": {"S": "z"}})
+    assert b'"a.b":1' in change_of(fine, 0).source
