@@ -55,8 +55,13 @@ def current_of(doc: dict[str, Any]) -> Current | None:
 
 
 def is_stale(change: Change, current: Current | None) -> bool:
-    """True when the index already holds this change or a newer one (equal = already applied)."""
-    return current is not None and current.sequence >= change.sequence
+    """True when the index already holds this change or a newer one (equal = already applied,
+    except for a repair, which replaces what holds the same sequence)."""
+    if current is None:
+        return False
+    if change.repair:
+        return current.sequence > change.sequence
+    return current.sequence >= change.sequence
 
 
 def action_line(write: Write) -> bytes:

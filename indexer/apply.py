@@ -25,7 +25,7 @@ from tenacity import (
 from .actions import Outcome, Write, bulk_body, is_stale, item_results
 from .errors import ClusterError, MissingIndex, RecordError, RetryableError
 from .layout import FixedTargets, Targets
-from .records import SNAPSHOT_SEQUENCE, Change
+from .records import Change
 from .search import Store
 from .settings import DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_MAX_ATTEMPTS, Settings
 
@@ -155,7 +155,7 @@ class _Round:
                 if result.outcome is Outcome.APPLIED:
                     self._settle(unit, "applied")
                 elif result.outcome is Outcome.CONFLICT:
-                    if write.change.sequence == SNAPSHOT_SEQUENCE:
+                    if write.change.snapshot:
                         self._settle(unit, "stale")
                     else:
                         conflicts.append(unit)
@@ -172,7 +172,7 @@ class _Round:
 
     def _blind(self, unit: _Unit) -> bool:
         """Whether this unit is written without reading what the index holds first."""
-        if unit.change.sequence == SNAPSHOT_SEQUENCE:
+        if unit.change.snapshot:
             return True
         return unit.change.fresh and self._key(unit) not in self.tried_blind
 

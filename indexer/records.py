@@ -51,6 +51,14 @@ class Change:
     #: An INSERT: the item did not exist before, so the document most likely does not either,
     #: and a plain ``create`` may be tried before reading (a conflict then reads as usual).
     fresh: bool = False
+    #: A repair (``verify --fix``): the table's state written under the stored sequence. It
+    #: wins the tie with what it repairs, and loses to every real record after it.
+    repair: bool = False
+
+    @property
+    def snapshot(self) -> bool:
+        """A scanned item: it loses to anything already there, so it is written blind."""
+        return self.sequence == SNAPSHOT_SEQUENCE and not self.repair
 
     def __post_init__(self) -> None:
         if not self.covers:

@@ -97,6 +97,17 @@ def _keys_from_document(w: Wiring, source: Mapping[str, Any]) -> dict[str, Any] 
     return keys
 
 
+def _own_keys(w: Wiring, doc_id: str, source: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The item key a document claims, only when the document sits under that key's id: a
+    document under any other id is extra whatever its content says, and its claimed item must
+    be neither compared with it nor written into it."""
+    try:
+        keys = _keys_from_document(w, source)
+        return keys if keys is not None and document_id(keys) == doc_id else None
+    except (RecordError, ValueError, TypeError):
+        return None
+
+
 def table_digests(w: Wiring, segments: int, progress_enabled: bool) -> tuple[dict[str, tuple[str, dict]], list]:
     """doc_id -> (digest, Keys) for every item; plus items that cannot become documents."""
     import threading
@@ -141,7 +152,7 @@ def find_drift(w: Wiring, segments: int, progress_enabled: bool) -> Drift:
         seen.add(doc_id)
         entry = expected.get(doc_id)
         if entry is None:
-            drift.extra[doc_id] = _keys_from_document(w, hit["_source"])
+            drift.extra[doc_id] = _own_keys(w, doc_id, hit["_source"])
         elif entry[0] != digest(hit["_source"]):
             drift.differing[doc_id] = entry[1]
     for doc_id, (_, keys) in expected.items():
@@ -210,20 +221,26 @@ def fix(w: Wiring, drift: Drift) -> tuple[int, int]:
     keys_by_id = {**drift.missing, **drift.differing, **drift.extra}
     stored = w.store.documents(w.alias, ids, 60, includes=[f"{RESERVED_FIELD}.seq"])
     for position, (doc_id, doc) in enumerate(zip(ids, stored)):
+        # The repair carries the stored sequence and wins only that tie: "stored + 1" could be
+        # the very number of the next real change (nothing promises a gap), which would then
+        # look stale and be dropped.
         sequence = SNAPSHOT_SEQUENCE
         if doc.get("found"):
             text = ((doc.get("_source") or {}).get(RESERVED_FIELD) or {}).get("seq", "")
-            sequence = (int(text) if text.isdigit() else 0) + 1
+            sequence = int(text) if isinstance(text, str) and text.isdigit() else SNAPSHOT_SEQUENCE
         keys = keys_by_id[doc_id]
         item = tables.get_item(w.dynamodb, w.table.name, keys) if keys else None
-        if item is None:
-            changes.append(tombstone(w.alias, doc_id, max(sequence, 1), position))
-            continue
         try:
-            changes.append(upsert(w.alias, doc_id, item, sequence, position))
+            if item is None:
+                change = tombstone(w.alias, doc_id, sequence, position)
+            else:
+                change = upsert(w.alias, doc_id, item, sequence, position)
         except RecordError as exc:  # the item cannot become a document: nothing to write
             log.warning("fix_failed", doc_id=doc_id, reason=exc.message[:300])
             refused += 1
+            continue
+        change.repair = True
+        changes.append(change)
     targets = Targets(w.store, mapping=w.settings.index_mapping, ttl=w.settings.targets_ttl)
     result = apply(changes, w.store, targets, Deadline.after(300), RetryPolicy.of(w.settings))
     for change, error in result.dead:

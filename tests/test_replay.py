@@ -231,3 +231,38 @@ def test_verify_judges_visibility_as_the_alias_filter_does(rebuild, capsys):
     capsys.readouterr()
     assert cli.main(["--verify", "--no-progress"]) == 1
     assert "  missing: k|1" in capsys.readouterr().out
+
+
+def test_a_document_under_a_foreign_id_is_extra_whatever_it_claims(rebuild, capsys):
+    put_items(rebuild.table, [{"pk": {"S": f"k{n}"}, "sk": {"N": str(n)}, "v": {"S": "ok"}} for n in range(3)])
+    assert cli.main(["--full", "--no-progress"]) == 0
+    (index,) = serving(rebuild)
+    real = rebuild.es.get(index=index, id="k1|1")["_source"]
+    rebuild.es.index(index=index, id="copy-of-k1", document=real, refresh=True)  # identical content
+    rebuild.es.index(index=index, id="other", document={**real, "v": "changed"}, refresh=True)  # differing
+    capsys.readouterr()
+    assert cli.main(["--verify", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "in the index but not the table: 2" in out and "differing from the table: 0" in out
+    assert cli.main(["--verify", "--fix", "--no-progress"]) == 0
+    assert cli.main(["--verify", "--no-progress"]) == 0
+    assert "copy-of-k1" not in rebuild.docs() and "other" not in rebuild.docs()
+    alias_equals_table(rebuild)
+
+
+def test_a_repair_never_makes_the_next_real_record_look_stale(rebuild):
+    from stream_events import SEQUENCE_BASE, record
+
+    keys = {"pk": {"S": "k"}, "sk": {"N": "0"}}
+    put_items(rebuild.table, [{**keys, "v": {"S": "one"}}])
+    # The index holds an image at sequence S that differs from the table (drift to repair).
+    rebuild.deliver(record("MODIFY", keys, {**keys, "v": {"S": "drifted"}}, 5))
+    assert cli.main(["--verify", "--fix", "--no-progress"]) == 0
+    assert rebuild.docs()["k|0"]["v"] == "one"
+    # The next real change gets S + 1: it must win over the repair.
+    put_items(rebuild.table, [{**keys, "v": {"S": "two"}}])
+    assert rebuild.deliver(record("MODIFY", keys, {**keys, "v": {"S": "two"}}, 6)) == {"batchItemFailures": []}
+    assert rebuild.docs()["k|0"]["v"] == "two"
+    # A late duplicate of the drifted record loses.
+    rebuild.deliver(record("MODIFY", keys, {**keys, "v": {"S": "drifted"}}, 5))
+    alias_equals_table(rebuild)
