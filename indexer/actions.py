@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .encode import dumps
-from .records import RESERVED_FIELD, Change
+from .records import RESERVED_FIELD, SNAPSHOT_SEQUENCE, Change
 
 #: The stored sequence of a document that has no bookkeeping (written by someone else): it
 #: loses against every stream record.
@@ -62,6 +62,30 @@ def is_stale(change: Change, current: Current | None) -> bool:
     if change.repair:
         return current.sequence > change.sequence
     return current.sequence >= change.sequence
+
+
+#: How much older than a snapshot's scan start a record must be to be judged by its time: covers
+#: ApproximateCreationDateTime's rounding and the clock of the host that ran the replay.
+SNAPSHOT_MARGIN_MS = 60_000
+
+
+def older_than_snapshot(change: Change, snapshot_started_ms: int | None) -> bool:
+    """True when ``change`` was made clearly before the scan of a rebuilt index started: the
+    scan read the item after it (consistent reads), so a snapshot of that index, or the absence
+    of any document there, already reflects it or something newer.
+
+    Repairs and read-back table states are the table's present, never older than a snapshot."""
+    if snapshot_started_ms is None or change.at is None or change.repair or change.table_state:
+        return False
+    return change.at < snapshot_started_ms - SNAPSHOT_MARGIN_MS
+
+
+def stale_against_snapshot(change: Change, current: Current | None, snapshot_started_ms: int | None) -> bool:
+    """The snapshot rule: a record clearly older than the scan loses to a snapshot document
+    (sequence 0) or to a missing document in the index that scan built."""
+    if current is not None and current.sequence != SNAPSHOT_SEQUENCE:
+        return False
+    return older_than_snapshot(change, snapshot_started_ms)
 
 
 def action_line(write: Write) -> bytes:

@@ -22,7 +22,7 @@ from tenacity import (
     wait_random,
 )
 
-from .actions import Outcome, Write, bulk_body, is_stale, item_results
+from .actions import Outcome, Write, bulk_body, is_stale, item_results, older_than_snapshot, stale_against_snapshot
 from .errors import ClusterError, MissingIndex, RecordError, RetryableError
 from .layout import FixedTargets, Targets
 from .records import Change
@@ -108,6 +108,8 @@ class _Round:
         self.dead: dict[tuple[str, str], RecordError] = {}
         #: Fresh (INSERT) units whose blind ``create`` was sent: from then on they read first.
         self.tried_blind: set[tuple[str, str, str]] = set()
+        #: Index → when the scan that built it started (ms), for the snapshot rule.
+        self.snapshots: dict[str, int] = {}
 
     def timeout(self) -> float:
         remaining = self.deadline.remaining()
@@ -133,7 +135,10 @@ class _Round:
             writes: list[Write] = []
             for unit in self.pending:
                 found = current.get((unit.index, unit.change.doc_id))
-                if is_stale(unit.change, found):
+                if is_stale(unit.change, found) or (
+                    not self._blind(unit)
+                    and stale_against_snapshot(unit.change, found, self.snapshots.get(unit.index))
+                ):
                     self._settle(unit, "stale")
                 else:
                     writes.append(Write(unit.index, unit.change, found))
@@ -171,9 +176,12 @@ class _Round:
         return conflicts, retries
 
     def _blind(self, unit: _Unit) -> bool:
-        """Whether this unit is written without reading what the index holds first."""
+        """Whether this unit is written without reading what the index holds first (never a
+        record older than the index's snapshot: a missing document may mean it is stale)."""
         if unit.change.snapshot:
             return True
+        if older_than_snapshot(unit.change, self.snapshots.get(unit.index)):
+            return False
         return unit.change.fresh and self._key(unit) not in self.tried_blind
 
     @staticmethod
@@ -216,6 +224,7 @@ def apply(
                     # Resolved inside the retry loop: the lookup itself can hit a transient error.
                     for alias in {change.alias for change in changes}:
                         indices[alias] = targets.indices(alias, state.timeout())
+                        state.snapshots.update(targets.snapshots(alias))
                     state.pending = [
                         _Unit(index, change) for change in changes for index in indices[change.alias]
                     ]

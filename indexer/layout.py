@@ -21,6 +21,9 @@ from .settings import DEFAULT_TARGETS_TTL
 #: this after announcing its index before it starts scanning.
 TARGETS_TTL_SECONDS = DEFAULT_TARGETS_TTL
 
+#: The key under ``_meta`` where a rebuild records its state and when its scan started.
+META_KEY = "dynamodb_es_indexer"
+
 ALIAS_FILTER: dict[str, Any] = {"bool": {"must_not": [{"term": {f"{RESERVED_FIELD}.deleted": True}}]}}
 
 BOOKKEEPING_MAPPING: dict[str, Any] = {
@@ -92,6 +95,7 @@ class Targets:
     clock: Callable[[], float] = time.monotonic
     ttl: float = TARGETS_TTL_SECONDS
     _cache: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+    _snapshots: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def indices(self, alias: str, timeout: float) -> list[str]:
         cached = self._cache.get(alias)
@@ -102,11 +106,17 @@ class Targets:
         self._cache[alias] = (now, found)
         return found
 
+    def snapshots(self, alias: str) -> dict[str, int]:
+        """Index → when the scan that built it started (ms), for the indices last looked up."""
+        return self._snapshots.get(alias, {})
+
     def invalidate(self, alias: str | None = None) -> None:
         if alias is None:
             self._cache.clear()
+            self._snapshots.clear()
         else:
             self._cache.pop(alias, None)
+            self._snapshots.pop(alias, None)
 
     def _lookup(self, alias: str, timeout: float) -> list[str]:
         found = alias_indices(self.store, alias, timeout)
@@ -115,7 +125,10 @@ class Targets:
             found = alias_indices(self.store, alias, timeout)
         if not found.serving:
             raise ClusterError(f"alias {alias!r} has no index behind it after creating one")
-        return found.writes()
+        writes = found.writes()
+        # One more request per lookup (not per record): the rebuilt indices' scan start times.
+        self._snapshots[alias] = snapshot_times(self.store.definitions(writes, timeout))
+        return writes
 
     def _bootstrap(self, alias: str, timeout: float) -> None:
         """First write to a fresh cluster: create the physical index with the alias on it."""
@@ -129,6 +142,18 @@ class Targets:
         self.store.create_index(initial_index(alias), body, timeout)
 
 
+def snapshot_times(definitions: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Index → ``snapshot_started`` (ms) from each index definition's ``_meta``, where a rebuild
+    recorded when its scan started."""
+    times: dict[str, int] = {}
+    for index, body in definitions.items():
+        meta = ((body.get("mappings") or {}).get("_meta") or {}).get(META_KEY) or {}
+        started = meta.get("snapshot_started") if isinstance(meta, dict) else None
+        if type(started) in (int, float):
+            times[index] = int(started * 1000)
+    return times
+
+
 @dataclass
 class FixedTargets:
     """Targets that are always the given indices: a rebuild writes only to the index it builds."""
@@ -140,3 +165,6 @@ class FixedTargets:
 
     def invalidate(self, alias: str | None = None) -> None:
         return None
+
+    def snapshots(self, alias: str) -> dict[str, int]:
+        return {}

@@ -54,6 +54,10 @@ class Change:
     #: A repair (``verify --fix``): the table's state written under the stored sequence. It
     #: wins the tie with what it repairs, and loses to every real record after it.
     repair: bool = False
+    #: The record's ``ApproximateCreationDateTime`` in milliseconds, when it has one.
+    at: int | None = None
+    #: The image is the table's current item (redrive reads it back): never older than a snapshot.
+    table_state: bool = False
 
     @property
     def snapshot(self) -> bool:
@@ -219,14 +223,14 @@ def upsert(alias: str, doc_id: str, image: Any, sequence: int, position: int = 0
     """The change that makes ``doc_id`` hold ``image`` (DynamoDB JSON), as of ``sequence``."""
     document = document_of(image)
     document[RESERVED_FIELD] = _bookkeeping(sequence, at)
-    return Change(alias, doc_id, sequence, False, _json(document), position)
+    return Change(alias, doc_id, sequence, False, _json(document), position, at=at)
 
 
 def tombstone(alias: str, doc_id: str, sequence: int, position: int = 0, at: int | None = None) -> Change:
     """The change that deletes ``doc_id`` as of ``sequence``, remembering it with a tombstone."""
     bookkeeping = _bookkeeping(sequence, at)
     bookkeeping["deleted"] = True
-    return Change(alias, doc_id, sequence, True, _json({RESERVED_FIELD: bookkeeping}), position)
+    return Change(alias, doc_id, sequence, True, _json({RESERVED_FIELD: bookkeeping}), position, at=at)
 
 
 def _json(source: dict[str, Any]) -> bytes:

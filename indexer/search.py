@@ -133,6 +133,13 @@ class SearchStore:
         return dict(self._request("GET", f"/{_names([pattern])}", f"listing {pattern}", timeout,
                                   params={"ignore_unavailable": "true", "allow_no_indices": "true"}))
 
+    def definitions(self, names: Sequence[str], timeout: float) -> dict[str, dict[str, Any]]:
+        """Index name → its definition, for the named indices that exist."""
+        if not names:
+            return {}
+        return dict(self._request("GET", f"/{_names(names)}", "reading index definitions", timeout,
+                                  params={"ignore_unavailable": "true", "allow_no_indices": "true"}))
+
     def put_meta(self, index: str, meta: dict[str, Any], timeout: float) -> None:
         self._request("PUT", f"/{_names([index])}/_mapping", f"updating {index} _meta", timeout,
                       body={"_meta": meta})

@@ -165,6 +165,8 @@ class Redrive:
                 else:
                     try:
                         unit.change = change_of(current, len(units), self._alias(found))
+                        # Read back from the table: the present, never older than a snapshot.
+                        unit.change.table_state = current is not original
                     except RecordError as error:
                         unit.error = error
                 units.append(unit)
