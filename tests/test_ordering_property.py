@@ -114,3 +114,64 @@ def test_concurrent_deliveries_of_the_same_log_converge(sync, ops, seed):
     assert not errors, errors
     shown = {doc_id: doc for doc_id, doc in sync.docs().items() if doc_id.startswith(prefix)}
     assert shown == table
+
+
+def rebuild_from_snapshot(alias: str, state: dict[str, dict], scan_started: float, name: str) -> None:
+    """A full replay as the protocol makes it: a new index whose ``_meta`` says when its scan
+    started, the table's state at the scan written as snapshots, then the alias swapped."""
+    from indexer.apply import apply
+    from indexer.backends import store_for
+    from indexer.ids import document_id
+    from indexer.layout import ALIAS_FILTER, META_KEY, FixedTargets, alias_indices, index_body, rebuild_alias
+    from indexer.records import SNAPSHOT_SEQUENCE, upsert
+
+    store = store_for(Settings.from_env())
+    body = index_body()
+    body["mappings"]["_meta"] = {META_KEY: {"state": "building", "snapshot_started": scan_started}}
+    body["aliases"] = {rebuild_alias(alias): {}}
+    store.create_index(name, body, 30)
+    snapshots = [upsert(alias, document_id({"pk": {"S": pk}}), {"pk": {"S": pk}, "v": {"N": str(item["v"])}},
+                        SNAPSHOT_SEQUENCE) for pk, item in state.items()]
+    assert not apply(snapshots, store, FixedTargets([name]), Deadline.after(60)).unresolved
+    old = alias_indices(store, alias, 30).serving
+    store.update_aliases([{"add": {"index": name, "alias": alias, "filter": ALIAS_FILTER, "is_write_index": True}},
+                          {"remove": {"index": name, "alias": rebuild_alias(alias)}}]
+                         + [{"remove": {"index": index, "alias": alias}} for index in old], 30)
+
+
+@settings(max_examples=max(EXAMPLES // 2, 5), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=operations, seed=st.integers(0, 2**32), cut=st.floats(0, 1), lag=st.integers(0, 5))
+def test_alias_equals_table_when_old_records_arrive_after_a_replay(sync, ops, seed, cut, lag):
+    """Deliveries, a full replay at some point, then the rest, with older records still coming
+    late (retries, redrives): the replay's snapshots must win over every record older than its
+    scan, and lose to every record after it."""
+    import time
+
+    from indexer import handler as lambda_handler
+
+    n = next(_example)
+    prefix = f"r{n}-"
+    records, table = history(ops, prefix, [7])
+    batches = deliveries(records, random.Random(seed))
+    replay_at = int(cut * len(batches))
+    delivered = [r["dynamodb"]["SequenceNumber"] for batch in batches[:replay_at] for r in batch]
+    positions = {r["dynamodb"]["SequenceNumber"]: i for i, r in enumerate(records)}
+    seen = max((positions[s] + 1 for s in delivered), default=0)
+    # The table runs ahead of the stream: the scan sees ``lag`` records Lambda has not delivered.
+    scanned = min(seen + lag, len(records))
+    scan_started = time.time()
+    for i, rec in enumerate(records):
+        rec["dynamodb"]["ApproximateCreationDateTime"] = (scan_started - 3600 + i) if i < scanned else (scan_started + i)
+    _, state = history(ops[:scanned], prefix, [7])
+
+    for batch in batches[:replay_at]:
+        assert sync.deliver(*batch) == {"batchItemFailures": []}
+    rebuild_from_snapshot(sync.alias, state, scan_started, f"{sync.alias}-r{n}")
+    lambda_handler.reset()  # a new container: it sees the rebuilt index and when its scan started
+    rng = random.Random(seed)
+    late = rng.sample(records[:scanned], k=rng.randint(0, scanned))
+    for batch in batches[replay_at:] + [[old] for old in late]:  # old records once more, alone
+        assert sync.deliver(*batch) == {"batchItemFailures": []}
+    shown = {doc_id: doc for doc_id, doc in sync.docs().items() if doc_id.startswith(prefix)}
+    assert shown == table
