@@ -12,10 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import structlog
+
 from .errors import ClusterError
 from .records import RESERVED_FIELD
 from .search import Store
 from .settings import DEFAULT_TARGETS_TTL
+
+log = structlog.get_logger("indexer.layout")
 
 #: How long the live path trusts its view of the targets. A rebuild must wait longer than
 #: this after announcing its index before it starts scanning.
@@ -23,6 +27,8 @@ TARGETS_TTL_SECONDS = DEFAULT_TARGETS_TTL
 
 #: The key under ``_meta`` where a rebuild records its state and when its scan started.
 META_KEY = "dynamodb_es_indexer"
+#: Under ``META_KEY``: the TARGETS_TTL_SECONDS the index's creator assumed live writers use.
+TTL_KEY = "targets_ttl_seconds"
 
 ALIAS_FILTER: dict[str, Any] = {"bool": {"must_not": [{"term": {f"{RESERVED_FIELD}.deleted": True}}]}}
 
@@ -96,11 +102,13 @@ class Targets:
     ttl: float = TARGETS_TTL_SECONDS
     _cache: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
     _snapshots: dict[str, dict[str, int]] = field(default_factory=dict)
+    _ttl_caps: dict[str, float] = field(default_factory=dict)
 
     def indices(self, alias: str, timeout: float) -> list[str]:
         cached = self._cache.get(alias)
         now = self.clock()
-        if cached and now - cached[0] < self.ttl:
+        # Never trust a view longer than the serving index says replays wait for.
+        if cached and now - cached[0] < min(self.ttl, self._ttl_caps.get(alias, self.ttl)):
             return cached[1]
         found = self._lookup(alias, timeout)
         self._cache[alias] = (now, found)
@@ -126,8 +134,14 @@ class Targets:
         if not found.serving:
             raise ClusterError(f"alias {alias!r} has no index behind it after creating one")
         writes = found.writes()
-        # One more request per lookup (not per record): the rebuilt indices' scan start times.
-        self._snapshots[alias] = snapshot_times(self.store.definitions(writes, timeout))
+        # One more request per lookup (not per record): the rebuilt indices' scan start times,
+        # and the TTL replays assume for live writers.
+        definitions = self.store.definitions(writes, timeout)
+        self._snapshots[alias] = snapshot_times(definitions)
+        recorded = [ttl for index, ttl in ttls_recorded(definitions).items() if index in found.serving]
+        if recorded and min(recorded) < self.ttl:
+            log.warning("targets_ttl_capped", alias=alias, configured=self.ttl, recorded=min(recorded))
+        self._ttl_caps[alias] = min(recorded, default=self.ttl)
         return writes
 
     def _bootstrap(self, alias: str, timeout: float) -> None:
@@ -138,6 +152,7 @@ class Targets:
                 "with `python -m replay --full --migrate`"
             )
         body = index_body(self.mapping)
+        body["mappings"]["_meta"] = {META_KEY: {TTL_KEY: self.ttl}}
         body["aliases"] = {alias: {"filter": ALIAS_FILTER, "is_write_index": True}}
         self.store.create_index(initial_index(alias), body, timeout)
 
@@ -152,6 +167,17 @@ def snapshot_times(definitions: dict[str, dict[str, Any]]) -> dict[str, int]:
         if type(started) in (int, float):
             times[index] = int(started * 1000)
     return times
+
+
+def ttls_recorded(definitions: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Index → the TARGETS_TTL_SECONDS recorded in its ``_meta`` by whoever created it."""
+    found: dict[str, float] = {}
+    for index, body in definitions.items():
+        meta = ((body.get("mappings") or {}).get("_meta") or {}).get(META_KEY) or {}
+        ttl = meta.get(TTL_KEY) if isinstance(meta, dict) else None
+        if type(ttl) in (int, float) and ttl > 0:
+            found[index] = float(ttl)
+    return found
 
 
 @dataclass

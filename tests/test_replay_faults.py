@@ -136,3 +136,35 @@ def test_clean_orphans_removes_what_a_dead_replay_left(rebuild, proxy, monkeypat
     assert cli.main(["--list-orphans", "--clean-orphans"]) == 0
     assert f"removing {orphan}, left by an interrupted replay" in capsys.readouterr().out
     assert not rebuild.es.indices.exists(index=orphan)
+
+
+def test_an_index_auto_created_by_a_stray_write_is_an_orphan(rebuild, proxy, capsys):
+    put_items(rebuild.table, items(3))
+    assert cli.main(["--full", "--no-progress"]) == 0
+    stray = f"{rebuild.alias}-r20200101000000000"
+    rebuild.es.index(index=stray, id="x", document={"pk": "x"}, refresh=True)  # as a bulk create would
+    capsys.readouterr()
+    assert cli.main(["--list-orphans"]) == 0
+    assert f"orphaned (interrupted rebuild): {stray}" in capsys.readouterr().out
+    assert cli.main(["--full", "--no-progress"]) == 0
+    assert not rebuild.es.indices.exists(index=stray)
+
+
+def test_a_replay_waits_for_the_live_paths_longer_targets_ttl(rebuild, proxy, monkeypatch, capsys):
+    from stream_events import record
+
+    from indexer.layout import META_KEY, TTL_KEY
+
+    keys = {"pk": {"S": "k0"}, "sk": {"N": "0"}}
+    put_items(rebuild.table, items(1))
+    rebuild.configure(TARGETS_TTL_SECONDS="2")  # the deployed function's setting
+    rebuild.deliver(record("INSERT", keys, {**keys, "v": {"N": "0"}}, 1))  # it creates the index
+    monkeypatch.setenv("TARGETS_TTL_SECONDS", "0.5")  # the operator's shell
+    capsys.readouterr()
+    assert cli.main(["--full", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "TARGETS_TTL_SECONDS here is 0.5s but the live path was told 2s" in out
+    assert "waiting 3s for live writers" in out
+    (index,) = serving(rebuild)
+    meta = rebuild.es.indices.get(index=index)[index]["mappings"]["_meta"][META_KEY]
+    assert meta[TTL_KEY] == 2.0  # the next replay waits as long, whatever its shell says

@@ -110,3 +110,27 @@ def test_rate_limits_items_read_per_second_smoothly():
         read += limit
         assert read <= 10 * at + 5  # never ahead of the rate by more than one small page
     assert reads[-1][0] > 0
+
+
+def test_the_live_path_caches_its_targets_no_longer_than_the_serving_index_records():
+    from indexer.layout import META_KEY, TTL_KEY, Targets
+
+    class Store:
+        lookups = 0
+
+        def aliases(self, names, timeout):
+            Store.lookups += 1
+            return {"a-r1": ["a"]}
+
+        def definitions(self, names, timeout):
+            return {"a-r1": {"mappings": {"_meta": {META_KEY: {TTL_KEY: 2.0}}}}}
+
+    now = [0.0]
+    targets = Targets(Store(), clock=lambda: now[0], ttl=15.0)
+    assert targets.indices("a", 1) == ["a-r1"]
+    now[0] = 1.0
+    targets.indices("a", 1)
+    assert Store.lookups == 1
+    now[0] = 3.0  # past what replays wait for, well within the configured 15 s
+    targets.indices("a", 1)
+    assert Store.lookups == 2
