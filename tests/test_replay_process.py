@@ -106,19 +106,51 @@ def test_kill_9_mid_scan_leaves_the_alias_serving_and_a_rerun_converges(table, e
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_ctrl_c_mid_scan_removes_the_half_built_index(table, es_client, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_mid_scan_removes_the_half_built_index(table, es_client, tmp_path, signum):
     alias, env = table
     assert replay(env, "--full", "--no-progress").returncode == 0
     before = serving(es_client, alias)
     process = start_held_replay(env, tmp_path)
     building = building_index(process, es_client, alias, before)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     process.wait(60)
     err = process.err.text()
     assert process.returncode == 130, err
     assert "alias still points at the complete index" in err
     assert serving(es_client, alias) == before
     assert not es_client.indices.exists(index=building)
+
+
+def test_a_replay_stopped_past_the_orphan_timeout_resumes_without_swapping(table, es_client, tmp_path,
+                                                                          monkeypatch):
+    """SIGSTOP on replay A mid-scan; replay B takes A's build for orphaned, deletes it and
+    completes; SIGCONT and A's scan goes on: A must fail without touching B's index."""
+    from replay import cli
+    from replay import full as replay_full
+
+    alias, env = table
+    assert replay(env, "--full", "--no-progress").returncode == 0
+    before = serving(es_client, alias)
+    process = start_held_replay(env, tmp_path)
+    building = building_index(process, es_client, alias, before)
+    process.send_signal(signal.SIGSTOP)
+    try:
+        for name in ("TABLE_NAME", "INDEX_NAME", "ELASTICSEARCH_URL", "TARGETS_TTL_SECONDS", "AWS_ENDPOINT_URL"):
+            monkeypatch.setenv(name, env[name])
+        monkeypatch.setattr(replay_full, "ORPHAN_AFTER_SECONDS", 0.0)  # A's heartbeat is now "old"
+        assert cli.main(["--full", "--no-progress"]) == 0
+        b_index = serving(es_client, alias)
+        assert building not in b_index and b_index != before
+    finally:
+        process.send_signal(signal.SIGCONT)
+    (tmp_path / "never-created").touch()  # A's scan goes on: its writes re-create its index name
+    assert process.wait(120) == 1, process.err.text()
+    assert "no longer the index this replay built" in process.err.text() or "was deleted" in process.err.text()
+    assert serving(es_client, alias) == b_index
+    assert sorted(es_client.indices.get(index=f"{alias}-*").body) == b_index
+    es_client.indices.refresh(index=alias)
+    assert es_client.count(index=alias)["count"] == ITEMS
 
 
 def test_help_and_bad_flags(table):
