@@ -179,8 +179,9 @@ def name_problem(document: dict[str, Any]) -> str | None:
     write the tombstone flag and hide a live item behind the alias, and ``"a.b"`` beside a map
     ``a`` holding ``b`` are two values for one field. Only documents with a dotted name pay for
     more than one look at each name."""
+    width = len(RESERVED_FIELD)
     for name in document:
-        if name.split(".", 1)[0] == RESERVED_FIELD:
+        if name.startswith(RESERVED_FIELD) and (len(name) == width or name[width] == "."):
             return (f"reserved: the item has an attribute named {name!r}, which reaches {RESERVED_FIELD!r}, "
                     "the field the indexer reserves for its bookkeeping")
     if not _has_dotted_name(document):
@@ -190,10 +191,17 @@ def name_problem(document: dict[str, Any]) -> str | None:
 
 
 def _has_dotted_name(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any("." in name or _has_dotted_name(item) for name, item in value.items())
-    if isinstance(value, list):
-        return any(_has_dotted_name(item) for item in value)
+    """Whether any map, at any depth, has a key with a dot (plain loops: this runs per record)."""
+    if type(value) is dict:
+        for name, item in value.items():
+            if "." in name:
+                return True
+            if type(item) in (dict, list) and _has_dotted_name(item):
+                return True
+    elif type(value) is list:
+        for item in value:
+            if type(item) in (dict, list) and _has_dotted_name(item):
+                return True
     return False
 
 
