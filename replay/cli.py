@@ -85,8 +85,9 @@ def parser() -> argparse.ArgumentParser:
     flags.add(full, "--keep-old", (FULL,), action="store_true", help="keep the previous index after the swap")
     flags.add(full, "--migrate", (FULL,), action="store_true",
               help="when INDEX_NAME is a concrete index, rebuild behind an alias of that name and delete the index")
-    flags.add(full, "--clean-orphans", (FULL,), action="store_true",
-              help="delete indices left by interrupted rebuilds first")
+    flags.add(full, "--clean-orphans", (FULL, LIST_ORPHANS), action="store_true",
+              help="delete indices left by interrupted rebuilds (--full always does first; "
+                   "with --list-orphans, delete them and list what remains)")
 
     verify = p.add_argument_group("--verify")
     flags.add(verify, "--fix", (VERIFY,), action="store_true", help="repair the drift found, through the ordering guard")
@@ -154,7 +155,7 @@ def run(mode: str, args: argparse.Namespace) -> int:
     else:
         from replay.full import list_orphans
 
-        lines, code = list_orphans(env).lines(), EXIT_OK
+        lines, code = list_orphans(env, clean=bool(args.clean_orphans)).lines(), EXIT_OK
     for line in lines:
         say(line)
     return code

@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +35,9 @@ import structlog
 from indexer.apply import Deadline, RetryPolicy, apply
 from indexer.errors import ClusterError, RecordError, ReplayAborted, RetryableError, SettingsError
 from indexer.ids import document_id
-from indexer.layout import ALIAS_FILTER, FixedTargets, alias_indices, index_body, rebuild_alias
+from indexer.layout import (
+    ALIAS_FILTER, META_KEY, TTL_KEY, FixedTargets, alias_indices, index_body, rebuild_alias, ttls_recorded,
+)
 from indexer.records import SNAPSHOT_SEQUENCE, Change, upsert
 from indexer.search import Store
 from indexer.settings import mapping_body
@@ -45,10 +48,11 @@ from .wiring import Wiring, wire
 
 log = structlog.get_logger("replay.full")
 
-META_KEY = "dynamodb_es_indexer"
 HEARTBEAT_SECONDS = 10.0
 #: A building index whose heartbeat is older than this belongs to a replay that died.
 ORPHAN_AFTER_SECONDS = 60.0
+#: Test hook: the path of a file the scan waits for after each written page, until it exists.
+HOLD_VARIABLE = "REPLAY_HOLD_FILE"
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,11 @@ def existing(w: Wiring) -> Existing:
         if name in serving:
             continue
         meta = _meta(body)
-        if meta.get("state") == "building":
+        if not meta:
+            # No bookkeeping at all: auto-created by a stray write to a build deleted meanwhile
+            # (an abandoned one); every index a replay creates carries its _meta from the start.
+            orphans.append(name)
+        elif meta.get("state") == "building":
             (running if _alive(meta, now) else orphans).append(name)
         elif meta.get("state") == "complete":
             kept.append(name)
@@ -140,9 +148,12 @@ class Orphans:
 
     alias: str
     found: Existing
+    #: The orphans deleted (``--clean-orphans``).
+    removed: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        lines = [f"alias {self.alias!r} serves: {', '.join(self.found.serving) or '(nothing)'}"]
+        lines = [f"removing {name}, left by an interrupted replay" for name in self.removed]
+        lines.append(f"alias {self.alias!r} serves: {', '.join(self.found.serving) or '(nothing)'}")
         for label, names in (("orphaned (interrupted rebuild)", self.found.orphans),
                              ("being built by a running replay", self.found.running),
                              ("kept from earlier rebuilds (--keep-old)", self.found.kept)):
@@ -150,10 +161,49 @@ class Orphans:
         return lines
 
 
-def list_orphans(env: Mapping[str, str]) -> Orphans:
-    """``--list-orphans``: what interrupted or kept rebuilds left behind."""
+def list_orphans(env: Mapping[str, str], clean: bool = False) -> Orphans:
+    """``--list-orphans``: what interrupted or kept rebuilds left behind; with ``clean``
+    (``--clean-orphans``), the orphans are deleted first."""
     w = wire(env)
-    return Orphans(w.alias, existing(w))
+    found = existing(w)
+    if not clean:
+        return Orphans(w.alias, found)
+    removed = remove_orphans(w, found)
+    return Orphans(w.alias, existing(w), removed)
+
+
+def remove_orphans(w: Wiring, found: Existing, say: Say = silent) -> list[str]:
+    """Delete the indices that dead replays (or stray writes to their builds) left behind."""
+    for orphan in found.orphans:
+        log.warning("removing_orphan", index=orphan)
+        say(f"removing {orphan}, left by an interrupted replay")
+        w.store.delete_indices([orphan], 60)
+    return list(found.orphans)
+
+
+def scan_page_size(bulk_size: int, rate: float | None, segments: int) -> int:
+    """Items per scan request. A page is read at once, so with ``--rate`` a page holds about one
+    second of a segment's share: the reads stay smooth, not a burst of a thousand then a wait."""
+    size = min(bulk_size, 1000)
+    if rate:
+        size = max(1, min(size, int(rate / segments)))
+    return size
+
+
+def announce_wait(w: Wiring, say: Say = silent) -> float:
+    """How long live writers may keep an old view of the targets, plus a second.
+
+    Our TARGETS_TTL_SECONDS is the operator's shell's; the deployed handler's may differ. The
+    handler records its own in the index it creates and caps its cache at what the serving
+    index records, so waiting for the longest of ours and the recorded ones is enough."""
+    own = w.settings.targets_ttl
+    definitions = w.store.definitions(alias_indices(w.store, w.alias, 30).serving, 30)
+    longest = max([own, *ttls_recorded(definitions).values()])
+    if longest > own:
+        say(f"warning: TARGETS_TTL_SECONDS here is {own:g}s but the live path was told {longest:g}s; "
+            f"waiting for {longest:g}s")
+        log.warning("targets_ttl_mismatch", here=own, recorded=longest)
+    return longest + 1.0
 
 
 @dataclass(frozen=True)
@@ -235,10 +285,7 @@ def run(options: FullOptions, env: Mapping[str, str], say: Say = silent) -> Rebu
             f"another replay is building {', '.join(found.running)} (its heartbeat is recent); "
             "wait for it to finish"
         )
-    for orphan in found.orphans:
-        log.warning("removing_orphan", index=orphan)
-        say(f"removing {orphan}, left by an interrupted replay")
-        w.store.delete_indices([orphan], 60)
+    remove_orphans(w, found, say)
     return Rebuild(w, options, mapping, say).run()
 
 
@@ -249,32 +296,44 @@ class Rebuild:
         self.mapping = mapping
         self.say = say
         self.index = new_index_name(w.alias, datetime.now(timezone.utc))
+        #: Tells this run's index from another created under the same name (auto-created by a
+        #: stray write after a rerun deleted ours as orphaned).
+        self.run_id = uuid.uuid4().hex
+        self.uuid = ""
         self.counts = Counts()
         self.stop = threading.Event()
         self.policy = RetryPolicy.of(w.settings)
+        self.wait = announce_wait(w, say)
 
     def run(self) -> Rebuilt:
         previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
-        heartbeat = self._create()
+        heartbeat: _Heartbeat | None = None
         try:
-            self._announce()
-            progress = Progress(f"replay {self.w.table.name}", self.w.table.item_count,
-                                enabled=self.options.progress)
             try:
-                self._scan(progress)
-            finally:
-                progress.close()
-            heartbeat.stopped.set()
-            old = self._swap(heartbeat)
-        except BaseException:
-            self.stop.set()
-            heartbeat.stopped.set()
-            self._abandon()
-            raise
+                # Inside the abandon path: a create whose answer was lost, or a failure right
+                # after it, must not leave an index that looks like a live replay's build.
+                heartbeat = self._create()
+                self._announce(heartbeat)
+                progress = Progress(f"replay {self.w.table.name}", self.w.table.item_count,
+                                    enabled=self.options.progress)
+                try:
+                    self._scan(progress)
+                finally:
+                    progress.close()
+                heartbeat.stopped.set()
+                old = self._swap()
+            except BaseException:
+                self.stop.set()
+                if heartbeat is not None:
+                    heartbeat.stopped.set()
+                self._abandon()
+                raise
+            # From here on the alias serves the new index: nothing may delete it.
+            self._mark_complete(heartbeat)
+            self._retire(old)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-        self._retire(old)
         return self._report(old, progress.elapsed())
 
     def _create(self) -> _Heartbeat:
@@ -284,28 +343,35 @@ class Rebuild:
         # No periodic refresh while bulk loading; restored before the swap.
         settings.setdefault("index", {})["refresh_interval"] = "-1"
         meta = {"state": "building", "table": w.table.name, "host": socket.gethostname(),
-                "pid": os.getpid(), "started": time.time(), "heartbeat": time.time()}
+                "pid": os.getpid(), "run": self.run_id, "started": time.time(), "heartbeat": time.time(),
+                TTL_KEY: self.wait - 1.0}
         body["mappings"]["_meta"] = {META_KEY: meta}
         body["aliases"] = {rebuild_alias(w.alias): {}}
         w.store.create_index(self.index, body, 60)
+        self.uuid = _uuid(w.store.indices(self.index, 30).get(self.index, {}))
         log.info("rebuild_started", index=self.index, alias=w.alias, table=w.table.name)
         self.say(f"building {self.index} for alias {w.alias!r} from table {w.table.name!r}")
         heartbeat = _Heartbeat(w.store, self.index, meta)
         heartbeat.start()
         return heartbeat
 
-    def _announce(self) -> None:
-        """Wait until every live writer has seen the rebuild target (their cache has expired)."""
-        wait = self.w.settings.targets_ttl + 1.0
+    def _announce(self, heartbeat: _Heartbeat) -> None:
+        """Wait until every live writer has seen the rebuild target (their cache has expired),
+        then record when the scan starts: every item it reads is at least that recent."""
+        wait = self.wait
         self.say(f"waiting {wait:.0f}s for live writers to start writing to {self.index} too")
         if self.stop.wait(wait):
             raise KeyboardInterrupt
+        heartbeat.beat(snapshot_started=time.time())
 
     def _scan(self, progress: Progress) -> None:
         segments = self.options.segments
-        limiter = tables.RateLimiter(self.options.rate)
+        rate = self.options.rate
+        limiter = tables.RateLimiter(rate)
+        page_size = scan_page_size(self.options.bulk_size, rate, segments)
         with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="scan") as pool:
-            futures = [pool.submit(self._segment, n, segments, limiter, progress) for n in range(segments)]
+            futures = [pool.submit(self._segment, n, segments, page_size, limiter, progress)
+                       for n in range(segments)]
             try:
                 for future in futures:
                     future.result()
@@ -313,30 +379,37 @@ class Rebuild:
                 self.stop.set()
                 raise
 
-    def _segment(self, segment: int, segments: int, limiter: tables.RateLimiter, progress: Progress) -> None:
+    def _segment(self, segment: int, segments: int, page_size: int, limiter: tables.RateLimiter,
+                 progress: Progress) -> None:
         w = self.w
-        pending: list[Change] = []
-        page_size = min(self.options.bulk_size, 1000)
-        for page in tables.scan_segment(w.dynamodb, w.table.name, segment, segments, page_size, limiter, self.stop):
-            for item in page:
-                try:
-                    doc_id = document_id(w.table.keys_of(item))
-                    pending.append(upsert(w.alias, doc_id, item, SNAPSHOT_SEQUENCE))
-                except (RecordError, KeyError) as exc:
-                    reason = exc.message if isinstance(exc, RecordError) else f"missing key attribute {exc}"
-                    self._failed(str({k: item.get(k) for k in w.table.key_names}), reason)
+        pending: list[dict[str, Any]] = []
+        pages = tables.scan_segment(w.dynamodb, w.table.name, segment, segments, page_size, limiter, self.stop)
+        for page in pages:
             with self.counts.lock:
                 self.counts.scanned += len(page)
+            pending += page
             if len(pending) >= self.options.bulk_size:
-                self._write(pending, progress, len(page))
+                self.write_snapshot(pending, progress, len(page))
                 pending = []
+                self._hold_for_tests()
             else:
                 progress.advance(len(page))
         if pending:
-            self._write(pending, progress, 0)
+            self.write_snapshot(pending, progress, 0)
 
-    def _write(self, changes: list[Change], progress: Progress, scanned: int) -> None:
-        result = apply(changes, self.w.store, FixedTargets([self.index]), Deadline.after(600), self.policy)
+    def write_snapshot(self, items: list[dict[str, Any]], progress: Progress, scanned: int) -> None:
+        """Write scanned items (DynamoDB JSON) to the new index as snapshots: each lands only
+        where the live path has written nothing. Any rebuild source calls this."""
+        w = self.w
+        changes: list[Change] = []
+        for item in items:
+            try:
+                doc_id = document_id(w.table.keys_of(item))
+                changes.append(upsert(w.alias, doc_id, item, SNAPSHOT_SEQUENCE))
+            except (RecordError, KeyError) as exc:
+                reason = exc.message if isinstance(exc, RecordError) else f"missing key attribute {exc}"
+                self._failed(str({k: item.get(k) for k in w.table.key_names}), reason)
+        result = apply(changes, w.store, FixedTargets([self.index]), Deadline.after(600), self.policy)
         if result.unresolved:
             raise ReplayAborted(f"{len(result.unresolved)} documents could not be written: {result.last_error}")
         for change, error in result.dead:
@@ -346,32 +419,76 @@ class Rebuild:
             self.counts.stale += len(result.stale)
         progress.advance(scanned, created=len(result.applied), live_newer=len(result.stale))
 
+    def _hold_for_tests(self) -> None:
+        """With REPLAY_HOLD_FILE set, every segment waits after each written page until that
+        file exists: tests interrupt a replay that is provably mid-scan, never racing the scan."""
+        hold = os.environ.get(HOLD_VARIABLE)
+        if not hold or os.path.exists(hold):
+            return
+        log.warning("replay_holding", file=hold, written=self.counts.created)
+        while not os.path.exists(hold) and not self.stop.wait(0.05):
+            pass
+
     def _failed(self, key: str, reason: str) -> None:
         with self.counts.lock:
             self.counts.failed.append((key, reason))
         log.warning("item_not_indexed", key=key, reason=reason[:500])
 
-    def _swap(self, heartbeat: _Heartbeat) -> list[str]:
+    def _still_ours(self) -> None:
+        """Refuse to swap onto anything but this run's own, complete build: a rerun may have
+        deleted it as orphaned while we were paused, and a stray write re-created the name."""
+        body = self.w.store.indices(self.index, 30).get(self.index)
+        if body is None:
+            raise ReplayAborted(f"{self.index} was deleted while this replay ran (another replay "
+                                "took it for orphaned); the alias was not moved")
+        if _uuid(body) != self.uuid or _meta(body).get("run") != self.run_id:
+            raise ReplayAborted(f"{self.index} is no longer the index this replay built (it was deleted and "
+                                "re-created while this replay was paused); the alias was not moved")
+        if self.stop.is_set():
+            raise ReplayAborted("the scan was stopped before it finished")
+
+    def _swap(self) -> list[str]:
         """Move the alias to the new index in one call; returns the indices it left."""
         w = self.w
         w.store.put_settings(self.index, {"index": {"refresh_interval": None}}, 60)
         w.store.refresh(self.index, 300)
+        self._still_ours()
         found = existing(w)  # the serving index may have been created meanwhile by the live path
+        # ``must_exist`` makes the call fail as a whole when our index lost its rebuild alias
+        # (deleted and re-created) or an old index lost the alias (another replay swapped).
         actions: list[dict[str, Any]] = [
             {"add": {"index": self.index, "alias": w.alias, "filter": ALIAS_FILTER, "is_write_index": True}},
-            {"remove": {"index": self.index, "alias": rebuild_alias(w.alias)}},
+            {"remove": {"index": self.index, "alias": rebuild_alias(w.alias), "must_exist": True}},
         ]
-        actions += [{"remove": {"index": old, "alias": w.alias}} for old in found.serving]
+        actions += [{"remove": {"index": old, "alias": w.alias, "must_exist": True}} for old in found.serving]
         if found.concrete:
             actions.append({"remove_index": {"index": w.alias}})
-        w.store.update_aliases(actions, 60)
-        heartbeat.beat(state="complete", finished=time.time())
+        try:
+            w.store.update_aliases(actions, 60)
+        except RetryableError:
+            # The answer was lost, not necessarily the swap: look before deciding it failed.
+            if not self._serving():
+                raise
         log.info("alias_swapped", alias=w.alias, index=self.index, previous=found.serving)
         return found.serving
 
-    def _abandon(self) -> None:
-        """Interrupted or failed: the alias never moved; drop the half-built index."""
+    def _serving(self) -> bool:
+        """Whether the alias now points at this run's index."""
+        return self.index in self.w.store.aliases([self.w.alias], 30)
+
+    def _mark_complete(self, heartbeat: _Heartbeat) -> None:
         try:
+            heartbeat.beat(state="complete", finished=time.time())
+        except (RetryableError, ClusterError) as exc:  # the alias moved; the mark is only a label
+            log.warning("complete_mark_failed", index=self.index, error=str(exc))
+
+    def _abandon(self) -> None:
+        """Interrupted or failed: drop the half-built index, unless the alias already serves it
+        (the swap landed and only its answer or a later step failed) or we cannot tell."""
+        try:
+            if self._serving():
+                self.say(f"replay stopped after the swap; alias {self.w.alias!r} serves {self.index}")
+                return
             self.w.store.delete_indices([self.index], 60)
             self.say(f"replay stopped; {self.index} removed; alias {self.w.alias!r} unchanged")
         except (RetryableError, ClusterError) as exc:
@@ -381,8 +498,13 @@ class Rebuild:
         if not old or self.options.keep_old:
             return
         # Live writers may still hold the old index in their target cache for a while.
-        time.sleep(self.w.settings.targets_ttl + 1.0)
-        self.w.store.delete_indices(old, 60)
+        time.sleep(self.wait)
+        try:
+            self.w.store.delete_indices(old, 60)
+        except (RetryableError, ClusterError) as exc:
+            # The swap is done; an old index left over is listed as kept and can be deleted by hand.
+            self.say(f"could not delete the previous index {', '.join(old)} ({exc}); delete it by hand")
+            log.warning("retire_failed", indices=old, error=str(exc))
 
     def _report(self, old: list[str], seconds: float) -> Rebuilt:
         c = self.counts
@@ -391,6 +513,10 @@ class Rebuild:
                  stale=c.stale, failed=len(c.failed), seconds=round(seconds, 2), items_per_second=round(rate, 1))
         return Rebuilt(alias=self.w.alias, index=self.index, scanned=c.scanned, created=c.created, stale=c.stale,
                        failed=list(c.failed), seconds=seconds, previous=old, kept_previous=self.options.keep_old)
+
+
+def _uuid(body: Mapping[str, Any]) -> str:
+    return str(((body.get("settings") or {}).get("index") or {}).get("uuid", ""))
 
 
 def _interrupt(signum: int, frame: Any) -> None:
