@@ -112,6 +112,8 @@ def test_a_paused_replay_never_swaps_onto_its_deleted_build(rebuild, proxy, monk
     alias_equals_table(rebuild)
 
 
+@pytest.mark.skipif(os.environ.get("SEARCH_BACKEND") == "opensearch",
+                    reason="OpenSearch applies the add and ignores the missing remove without an error entry")
 def test_update_aliases_raises_when_an_action_fails_inside_a_200(rebuild, proxy):
     from indexer.backends import store_for
     from indexer.errors import ClusterError
