@@ -112,5 +112,9 @@ class RangeGone(IndexerError):
     """A dead-lettered range's records are no longer in the stream (or never were)."""
 
 
+class Refused(IndexerError):
+    """A dead letter this redrive run must not apply: the stream does not vouch for it."""
+
+
 class ReplayAborted(IndexerError):
     """The rebuild could not finish (the cluster kept failing); the alias was not moved."""
