@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -222,23 +223,48 @@ def _positive(get, name: str, default: float) -> float:  # type: ignore[no-untyp
     return value
 
 
+#: Largest index body file read (an index body is a few kilobytes; /dev/zero never ends).
+MAX_MAPPING_BYTES = 1 << 20
+
+
 def _mapping(text: str | None, name: str) -> dict[str, Any] | None:
-    """An index body from inline JSON or from the JSON file it names."""
+    """An index body from inline JSON (starting with ``{``) or from the JSON file it names."""
     if text is None:
         return None
-    source = "its value"
     if not text.startswith("{"):
-        source = text
-        try:
-            with open(text, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise SettingsError(f"{name} is neither JSON nor a readable file: {exc.strerror}: {source!r}") from None
+        return mapping_file(text, name)
+    return mapping_body(_json(text, name, "its value"), name)
+
+
+def mapping_file(path: str, name: str) -> dict[str, Any]:
+    """The index body in the JSON file ``path``: a regular file of at most
+    :data:`MAX_MAPPING_BYTES`, UTF-8 JSON without NaN or Infinity; one clear line otherwise."""
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise SettingsError(f"{name}: {path!r} is not a regular file")
+            raw = handle.read(MAX_MAPPING_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
+    if len(raw) > MAX_MAPPING_BYTES:
+        raise SettingsError(f"{name}: {path!r} is larger than {MAX_MAPPING_BYTES} bytes; an index body is not")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name}: {path!r} is not UTF-8 text") from None
+    return mapping_body(_json(text, name, repr(path)), name)
+
+
+def _json(text: str, name: str, source: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except ValueError as exc:
         raise SettingsError(f"{name}: {source} is not valid JSON ({exc})") from None
-    return mapping_body(body, name)
+    except RecursionError:
+        raise SettingsError(f"{name}: {source} is nested too deeply to be an index body") from None
 
 
 def mapping_body(body: Any, name: str) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from indexer.errors import SettingsError
+from indexer import settings as settings_module
 from indexer.settings import Settings
 
 
@@ -59,7 +62,11 @@ def test_secrets_never_show_in_the_settings_repr():
         ({"ELASTICSEARCH_TIMEOUT": "soon"}, "ELASTICSEARCH_TIMEOUT must be a number"),
         ({"RETRY_MAX_ATTEMPTS": "0"}, "RETRY_MAX_ATTEMPTS must be greater than 0"),
         ({"INDEX_MAPPING": "{nope"}, "INDEX_MAPPING: its value is not valid JSON"),
-        ({"INDEX_MAPPING": "no/such/file.json"}, "INDEX_MAPPING is neither JSON nor a readable file"),
+        ({"INDEX_MAPPING": "no/such/file.json"}, "INDEX_MAPPING: cannot read 'no/such/file.json'"),
+        ({"INDEX_MAPPING": "/dev/zero"}, "INDEX_MAPPING: '/dev/zero' is not a regular file"),
+        ({"INDEX_MAPPING": sys.executable}, "is not UTF-8 text"),
+        ({"INDEX_MAPPING": '{"settings": {"x": NaN}}'}, "INDEX_MAPPING: its value is not valid JSON (NaN is not JSON)"),
+        ({"INDEX_MAPPING": '{"a": ' + "[" * 100_000}, "nested too deeply"),
         ({"INDEX_MAPPING": '{"aliases": {}}'}, 'INDEX_MAPPING must be a JSON object with "settings"'),
     ],
 )
@@ -72,3 +79,17 @@ def test_each_bad_setting_is_named(env, message):
 def test_required_variables_are_named_with_what_to_do():
     with pytest.raises(SettingsError, match="DLQ_URL is required: set it to the URL of the SQS queue"):
         Settings.from_env({}, require=("DLQ_URL",))
+
+
+def test_a_mapping_file_larger_than_an_index_body_is_refused_without_reading_it_all(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (settings_module.MAX_MAPPING_BYTES + 1) + b"{}")
+    with pytest.raises(SettingsError, match="larger than"):
+        Settings.from_env({"INDEX_MAPPING": str(big)})
+
+
+def test_a_deeply_nested_mapping_file_is_one_clear_error(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"mappings": ' + "[" * 50_000)
+    with pytest.raises(SettingsError, match="nested too deeply"):
+        settings_module.mapping_file(str(deep), "--mapping")
