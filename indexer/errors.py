@@ -77,6 +77,14 @@ class ClusterError(IndexerError):
     request). Nothing is acknowledged: Lambda redelivers the batch once the cause is fixed."""
 
 
+class AuthError(ClusterError):
+    """The cluster refused our credentials (401) or their rights (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class HttpError(ClusterError):
     """A non-2xx answer that is neither transient nor an authentication failure."""
 
