@@ -48,6 +48,8 @@ NOT_DEPLOYED = {
     "PARKING_QUEUE_URL": "read only by python -m replay --redrive",
     "AWS_REGION": "set by the Lambda runtime (reserved: a function may not set it)",
     "AWS_DEFAULT_REGION": "set by the Lambda runtime (reserved: a function may not set it)",
+    "ELASTICSEARCH_ALLOW_INSECURE": "for local clusters only: a deployment sends credentials over verified TLS",
+    "ELASTICSEARCH_SECRET_ARN": "the template still resolves the secret at deploy time (docs/security.md)",
 }
 #: What the Lambda runtime sets in every function's environment (the role's credentials among it).
 LAMBDA_RUNTIME_ENV = {
@@ -57,7 +59,8 @@ LAMBDA_RUNTIME_ENV = {
 #: The only configuration warnings v3 may print: its schema predates the python3.12 runtime.
 EXPECTED_WARNINGS = {"provider.runtime", "layers.dependencies.compatibleRuntimes.0"}
 #: Resource types moto's CloudFormation does not create (it logs and skips them).
-MOTO_SKIPS = {"AWS::CloudWatch::Alarm", "AWS::Lambda::EventInvokeConfig", "AWS::S3::BucketPolicy"}
+MOTO_SKIPS = {"AWS::CloudWatch::Alarm", "AWS::Lambda::EventInvokeConfig", "AWS::S3::BucketPolicy",
+              "AWS::SQS::QueuePolicy"}
 #: Serverless adds DependsOn on a custom role that the function's GetAtt already implies.
 ALLOWED_LINT_WARNINGS = {"W3005"}
 DOMAIN_ARN = "arn:aws:es:us-east-1:123456789012:domain/assets"
@@ -607,12 +610,13 @@ def test_dead_letter_queues_keep_14_days_and_raise_alarms(packaged: Packaged) ->
     # Redrive's default parking queue is the DLQ's URL with "-parking": this is that queue.
     assert parking_url(f"https://sqs.example/1/{dlq}").endswith("/" + queues["ParkingQueue"]["Properties"]["QueueName"])
     alarms = {a["Properties"]["Dimensions"][0]["Value"].get("Fn::GetAtt", [None])[0]: a["Properties"]
-              for a in packaged.resources("AWS::CloudWatch::Alarm").values()}
+              for a in packaged.resources("AWS::CloudWatch::Alarm").values()
+              if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"}
     for queue in queues:
         alarm = alarms[queue]
         assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
         assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
-        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlarmTopic"}]
     assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
     for function in ("AssetCreated", "AssetDeleted"):
         config = resources[f"{function}LambdaEvConf"]["Properties"]
@@ -915,3 +919,53 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
 def _outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+
+
+# ---------------------------------------------------------------- security (docs/security.md)
+
+
+def _deny_statements(packaged: Packaged, kind: str) -> dict[str, list[dict[str, Any]]]:
+    return {name: [s for s in r["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+            for name, r in packaged.resources(kind).items()}
+
+
+def test_only_the_indexer_and_the_operators_may_send_to_the_dead_letter_queues(packaged: Packaged) -> None:
+    (statement,) = [s for s in _deny_statements(packaged, "AWS::SQS::QueuePolicy")["DeadLetterQueuesPolicy"]
+                    if s["Action"] == "sqs:SendMessage"]
+    assert statement["Principal"] == "*"
+    allowed = statement["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
+    # Without operatorRoleArn (as packaged here) the indexer's role alone; with it, that role too.
+    assert allowed == [{"Fn::GetAtt": ["IndexerRole", "Arn"]}] * 2
+    raw = packaged.raw["Resources"]["DeadLetterQueuesPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert raw["Condition"]["StringNotEquals"]["aws:PrincipalArn"][1]["Fn::If"][:2] == [
+        "HasOperatorRole", {"Ref": "OperatorRoleArn"}]
+    queues = packaged.resources("AWS::SQS::QueuePolicy")["DeadLetterQueuesPolicy"]["Properties"]["Queues"]
+    assert queues == [{"Ref": "DeadLetterQueue"}, {"Ref": "ParkingQueue"}]
+
+
+def test_every_queue_and_the_bucket_refuse_requests_without_tls(packaged: Packaged) -> None:
+    protected: set[str] = set()
+    for kind in ("AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy"):
+        for name, statements in _deny_statements(packaged, kind).items():
+            for statement in statements:
+                if statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false":
+                    resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                    protected |= {json.dumps(r, sort_keys=True) for r in resources}
+    for queue in ("DeadLetterQueue", "ParkingQueue", "S3EventFailuresQueue"):
+        assert json.dumps({"Fn::GetAtt": [queue, "Arn"]}, sort_keys=True) in protected, queue
+    assert any("images-in/*" in text for text in protected) and any(text.endswith('images-in"}') for text in protected)
+
+
+def test_the_table_is_deletion_protected_outside_throwaway_stages(packaged: Packaged) -> None:
+    # STAGE is "test", the throwaway stage: protection off there, on by default.
+    assert packaged.template["Resources"]["AssetsTable"]["Properties"]["DeletionProtectionEnabled"] is False
+    assert "tableDeletionProtection: true" in (ROOT / "infra" / "serverless.yml").read_text()
+
+
+def test_the_indexer_s_errors_throttles_and_old_dead_letters_raise_alarms_and_clear_them(packaged: Packaged) -> None:
+    alarms = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"]
+              for a in packaged.resources("AWS::CloudWatch::Alarm").values()}
+    for key in (("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("AWS/SQS", "ApproximateAgeOfOldestMessage")):
+        alarm = alarms[key]
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlarmTopic"}], key
+    assert alarms[("AWS/SQS", "ApproximateAgeOfOldestMessage")]["Threshold"] < 14 * 24 * 3600
