@@ -164,10 +164,13 @@ class SecretTransport:
                  read: Callable[..., secrets.Credentials] = secrets.credentials) -> None:
         self._settings, self._exact, self._build, self._read = settings, exact_numbers, build, read
         self._arn = settings.secret_arn or ""
-        self._credentials = read(self._arn)
-        self._inner = build(with_credentials(settings, self._credentials), exact_numbers)
+        self._credentials: secrets.Credentials | None = None
+        self._inner: Transport | None = None
 
     def request(self, method: str, path: str, what: str, timeout: float, **options: Any) -> Any:
+        if self._inner is None:  # on first use: building the store reads nothing
+            self._credentials = self._read(self._arn)
+            self._inner = self._build(with_credentials(self._settings, self._credentials), self._exact)
         try:
             return self._inner.request(method, path, what, timeout, **options)
         except AuthError as exc:
