@@ -981,3 +981,13 @@ def test_the_indexer_s_errors_throttles_and_old_dead_letters_raise_alarms_and_cl
         alarm = alarms[key]
         assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlarmTopic"}], key
     assert alarms[("AWS/SQS", "ApproximateAgeOfOldestMessage")]["Threshold"] < 14 * 24 * 3600
+
+
+def test_a_kms_key_option_covers_the_functions_environment_and_the_alarm_topic(packaged: Packaged) -> None:
+    resources = packaged.raw["Resources"]
+    key = {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+    for function in ROLES:
+        assert resources[function]["Properties"]["KmsKeyArn"] == key, function
+    assert resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == key
+    # Without the param, AWS managed keys: nothing names a key.
+    assert "KmsKeyArn" not in packaged.template["Resources"]["IndexerLambdaFunction"]["Properties"]
