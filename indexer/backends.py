@@ -10,10 +10,12 @@ as they rotate.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from .errors import ClusterError, RetryableError
+from . import secrets
+from .errors import AuthError, ClusterError, RetryableError
 from .search import SearchStore, Store, Transport, failure
 from .settings import Settings
 
@@ -27,6 +29,12 @@ def store_for(settings: Settings, exact_numbers: bool = False) -> SearchStore:
 
 
 def transport_for(settings: Settings, exact_numbers: bool = False) -> Transport:
+    if settings.search_auth == "secret":
+        return SecretTransport(settings, exact_numbers)
+    return _client_transport(settings, exact_numbers)
+
+
+def _client_transport(settings: Settings, exact_numbers: bool = False) -> Transport:
     from .search import ElasticsearchTransport
 
     if settings.search_backend == "opensearch":
@@ -135,6 +143,45 @@ class OpenSearchTransport:
         except TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else 0
             raise failure(status, exc.info, what) from exc
+
+
+def with_credentials(settings: Settings, credentials: secrets.Credentials) -> Settings:
+    """``settings`` authenticating with ``credentials`` (read from ELASTICSEARCH_SECRET_ARN)."""
+    if credentials.api_key is not None:
+        if settings.search_backend == "opensearch":
+            raise ClusterError("the secret holds an API key, an Elasticsearch feature: OpenSearch takes a username and password")
+        return replace(settings, search_auth="api_key", api_key=credentials.api_key)
+    return replace(settings, search_auth="basic", username=credentials.username, password=credentials.password)
+
+
+class SecretTransport:
+    """Requests with the credentials in ``ELASTICSEARCH_SECRET_ARN``, read once per container;
+    on a 401 the secret is read once more and, when it changed (a rotation), the request is
+    sent again with the new value."""
+
+    def __init__(self, settings: Settings, exact_numbers: bool = False, *,
+                 build: Callable[[Settings, bool], Transport] = _client_transport,
+                 read: Callable[..., secrets.Credentials] = secrets.credentials) -> None:
+        self._settings, self._exact, self._build, self._read = settings, exact_numbers, build, read
+        self._arn = settings.secret_arn or ""
+        self._credentials: secrets.Credentials | None = None
+        self._inner: Transport | None = None
+
+    def request(self, method: str, path: str, what: str, timeout: float, **options: Any) -> Any:
+        if self._inner is None:  # on first use: building the store reads nothing
+            self._credentials = self._read(self._arn)
+            self._inner = self._build(with_credentials(self._settings, self._credentials), self._exact)
+        try:
+            return self._inner.request(method, path, what, timeout, **options)
+        except AuthError as exc:
+            if exc.status != 401:
+                raise
+            fresh = self._read(self._arn, fresh=True)
+            if fresh == self._credentials:
+                raise
+        self._credentials = fresh
+        self._inner = self._build(with_credentials(self._settings, fresh), self._exact)
+        return self._inner.request(method, path, what, timeout, **options)
 
 
 def check_cluster(store: Store, url: str) -> None:

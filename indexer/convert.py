@@ -31,7 +31,18 @@ LONG_MAX = 2**63 - 1
 JsonValue = Any  # str | int | float | Decimal | bool | None | list | dict
 
 _PLAIN_INT = re.compile(r"-?[0-9]{1,18}")
-_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+#: Linear time: the digits before and after the point cannot trade characters (the old
+#: ``[0-9]+\.?[0-9]*`` backtracked quadratically on a long run of digits followed by junk).
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+#: DynamoDB's own limits on numbers: 38 significant digits, magnitude 1E-130 to 1E+126
+#: (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.NamingRulesDataTypes.html).
+#: Enforced before any arithmetic: a record that did not come from DynamoDB (a dead letter,
+#: a file) can hold ``1e999999999``, whose exact integer never finishes.
+MAX_DIGITS = 38
+MIN_EXPONENT, MAX_EXPONENT = -130, 125
+#: Longest number text taken at all: a 38-digit number written without an exponent at either
+#: end of the range, with room for a sign, a point and leading or trailing zeros.
+MAX_NUMBER_TEXT = 400
 
 
 def number(text: Any, path: str = "N") -> int | float | Decimal:
@@ -40,12 +51,17 @@ def number(text: Any, path: str = "N") -> int | float | Decimal:
         raise ConversionError(path, f"N must be a string, got {type(text).__name__}")
     if _PLAIN_INT.fullmatch(text):
         return int(text)
+    if len(text) > MAX_NUMBER_TEXT:
+        raise ConversionError(path, f"N is {len(text)} characters long, more than a DynamoDB number can be: {text[:40]!r}")
     if not _NUMBER.fullmatch(text):
         raise ConversionError(path, f"N is not a number: {text[:40]!r}")
     try:
         exact = Decimal(text)
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
         raise ConversionError(path, f"N is not a number: {text[:40]!r}") from exc
+    problem = _beyond_dynamodb(exact)
+    if problem:
+        raise ConversionError(path, f"N {text[:40]!r} {problem}")
     if exact == exact.to_integral_value():
         whole = int(exact)
         if LONG_MIN <= whole <= LONG_MAX:
@@ -55,6 +71,18 @@ def number(text: Any, path: str = "N") -> int | float | Decimal:
     if Decimal(repr(as_float)) == exact:
         return as_float
     return exact
+
+
+def _beyond_dynamodb(exact: Decimal) -> str | None:
+    """Why ``exact`` is not a number DynamoDB can hold, or None. No arithmetic on the value."""
+    if not exact:
+        return None
+    digits = "".join(map(str, exact.as_tuple().digits)).strip("0")
+    if len(digits) > MAX_DIGITS:
+        return f"has {len(digits)} significant digits; DynamoDB numbers have at most {MAX_DIGITS}"
+    if not MIN_EXPONENT <= exact.adjusted() <= MAX_EXPONENT:
+        return f"is outside DynamoDB's range (1E{MIN_EXPONENT} to 1E+{MAX_EXPONENT + 1} in magnitude)"
+    return None
 
 
 def binary(value: Any, path: str = "B") -> str:
@@ -165,9 +193,14 @@ def item(image: Any, what: str = "NewImage") -> dict[str, JsonValue]:
     if type(image) is not dict:
         raise ConversionError(what, f"must be an object, got {type(image).__name__}")
     try:
-        return {name: _fast(value) for name, value in image.items()}
-    except (_Unusual, ConversionError, ValueError, TypeError):
-        return {name: attribute(value, name) for name, value in image.items()}
+        try:
+            return {name: _fast(value) for name, value in image.items()}
+        except (_Unusual, ConversionError, ValueError, TypeError):
+            return {name: attribute(value, name) for name, value in image.items()}
+    except RecursionError:
+        # DynamoDB nests at most 32 levels; a record that did not come from it can nest more
+        # than Python's stack allows.
+        raise ConversionError(what, "nested deeper than a DynamoDB item can be") from None
 
 
 # The fast path. It returns what the careful path above returns for every value it accepts,

@@ -77,6 +77,14 @@ class ClusterError(IndexerError):
     request). Nothing is acknowledged: Lambda redelivers the batch once the cause is fixed."""
 
 
+class AuthError(ClusterError):
+    """The cluster refused our credentials (401) or their rights (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class HttpError(ClusterError):
     """A non-2xx answer that is neither transient nor an authentication failure."""
 
@@ -110,6 +118,10 @@ class StreamGone(IndexerError):
 
 class RangeGone(IndexerError):
     """A dead-lettered range's records are no longer in the stream (or never were)."""
+
+
+class Refused(IndexerError):
+    """A dead letter this redrive run must not apply: the stream does not vouch for it."""
 
 
 class ReplayAborted(IndexerError):

@@ -61,9 +61,12 @@ def pipeline() -> Pipeline:
 
 
 def reset() -> None:
-    """Forget the built clients (tests; a changed environment)."""
+    """Forget the built clients and the secret read (tests; a changed environment)."""
     global _container
     _container = None
+    from . import secrets
+
+    secrets.reset()
 
 
 def deadline_of(context: Any, fallback: float) -> Deadline:

@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from . import redact
+
 _to_stderr = False
 _level: str | None = None
 
@@ -25,6 +27,12 @@ class _LineLogger:
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
+def redacted(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: no URL userinfo, Authorization value or secret-named field
+    reaches a log line, whoever logged it (``indexer.redact``)."""
+    return {name: redact.field(name, value) for name, value in event.items()}
+
+
 def configure(level: str = "INFO", to_stderr: bool = False) -> None:
     """JSON lines filtered at ``level``: on stdout in Lambda (CloudWatch parses them), on stderr
     for the CLIs, whose stdout carries their results."""
@@ -39,6 +47,7 @@ def configure(level: str = "INFO", to_stderr: bool = False) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redacted,
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 from urllib.parse import quote
 
 from .actions import Current, current_of
-from .errors import ClusterError, HttpError, IndexerError, MissingIndex, RetryableError
+from .errors import AuthError, ClusterError, HttpError, IndexerError, MissingIndex, RetryableError
 from .records import RESERVED_FIELD
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -27,9 +27,10 @@ def failure(status: int, body: Any, what: str) -> IndexerError:
     if status in RETRY_STATUSES or status >= 500:
         return RetryableError(f"{what}: the cluster answered {status}")
     if status in (401, 403):
-        return ClusterError(
+        return AuthError(
+            status,
             f"{what}: the cluster refused the credentials ({status}); check ELASTICSEARCH_API_KEY, "
-            "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD or the function's IAM role"
+            "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD, ELASTICSEARCH_SECRET_ARN or the function's IAM role",
         )
     return HttpError(status, body, what)
 

@@ -8,16 +8,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from . import redact
 from .errors import SettingsError
 from .records import alias_problem
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 BACKENDS = ("elasticsearch", "opensearch")
-AUTH_MODES = ("none", "basic", "api_key", "sigv4")
+#: ``secret``: an API key or username and password read at run time from Secrets Manager.
+AUTH_MODES = ("none", "basic", "api_key", "sigv4", "secret")
+#: Modes that send a secret with every request (SigV4 sends the session token).
+_CREDENTIAL_MODES = frozenset({"basic", "api_key", "sigv4", "secret"})
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}")
 SIGV4_SERVICES = ("es", "aoss")
 _AWS_HOST = re.compile(r".*\.([a-z0-9-]+)\.(es|aoss)\.amazonaws\.com")
 #: Defaults, defined once: the dataclass, ``from_env`` and the modules that take these values
@@ -45,6 +51,10 @@ class Settings:
     search_auth: str = "none"
     aws_region: str | None = None
     sigv4_service: str = "es"
+    #: ``ELASTICSEARCH_SECRET_ARN``: the Secrets Manager secret holding the credentials
+    #: (``indexer.secrets``), read at run time so no credential sits in the function's
+    #: configuration and a rotation needs no redeploy.
+    secret_arn: str | None = None
     table_name: str | None = None
     #: The alias users search; None means "the table name of each record's stream, lower-cased".
     index_name: str | None = None
@@ -90,7 +100,8 @@ class Settings:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError(
-                f"ELASTICSEARCH_URL must be an http:// or https:// URL such as http://localhost:9200, got {url!r}"
+                "ELASTICSEARCH_URL must be an http:// or https:// URL such as http://localhost:9200, "
+                f"got {redact.url(url)!r}"
             )
         if parts.username or parts.password:
             raise SettingsError(
@@ -111,12 +122,19 @@ class Settings:
         if backend not in BACKENDS:
             raise SettingsError(f"SEARCH_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
         api_key = get("ELASTICSEARCH_API_KEY")
+        secret_arn = get("ELASTICSEARCH_SECRET_ARN")
+        if secret_arn is not None and not _SECRET_ARN.fullmatch(secret_arn):
+            raise SettingsError(f"ELASTICSEARCH_SECRET_ARN must be a Secrets Manager secret ARN, got {secret_arn[:200]!r}")
+        if secret_arn and (api_key or username):
+            raise SettingsError("ELASTICSEARCH_SECRET_ARN replaces ELASTICSEARCH_API_KEY/USERNAME/PASSWORD: set one or the other")
         aws_host = _AWS_HOST.fullmatch(parts.hostname or "")
         auth = (get("SEARCH_AUTH") or (
-            "api_key" if api_key else "basic" if username
+            "secret" if secret_arn else "api_key" if api_key else "basic" if username
             else "sigv4" if backend == "opensearch" and aws_host else "none")).lower()
         if auth not in AUTH_MODES:
             raise SettingsError(f"SEARCH_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+        if auth == "secret" and not secret_arn:
+            raise SettingsError("SEARCH_AUTH=secret needs ELASTICSEARCH_SECRET_ARN")
         if auth == "api_key" and not api_key:
             raise SettingsError("SEARCH_AUTH=api_key needs ELASTICSEARCH_API_KEY")
         if auth == "basic" and not username:
@@ -131,6 +149,7 @@ class Settings:
         service = (get("SIGV4_SERVICE") or (aws_host.group(2) if aws_host else cls.sigv4_service)).lower()
         if service not in SIGV4_SERVICES:
             raise SettingsError(f"SIGV4_SERVICE must be es or aoss, got {service!r}")
+        _check_transport_security(auth, parts.scheme, verify in _TRUE, get)
 
         table = table_name(env)
         index = get("INDEX_NAME") or (table.lower() if table else None)
@@ -158,6 +177,7 @@ class Settings:
             search_auth=auth,
             aws_region=region,
             sigv4_service=service,
+            secret_arn=secret_arn,
             table_name=table,
             index_name=index,
             dlq_url=dlq_url,
@@ -169,6 +189,24 @@ class Settings:
             time_budget=_positive(get, "TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET),
             targets_ttl=_positive(get, "TARGETS_TTL_SECONDS", DEFAULT_TARGETS_TTL),
         )
+
+
+def _check_transport_security(auth: str, scheme: str, verify: bool, get: Callable[[str], str | None]) -> None:
+    """Credentials go only over TLS that is verified, unless ``ELASTICSEARCH_ALLOW_INSECURE``
+    says so explicitly (a local cluster): otherwise anyone on the path reads them."""
+    allow = (get("ELASTICSEARCH_ALLOW_INSECURE") or "false").lower()
+    if allow not in _TRUE | _FALSE:
+        raise SettingsError(f"ELASTICSEARCH_ALLOW_INSECURE must be true or false, got {allow!r}")
+    if auth not in _CREDENTIAL_MODES or allow in _TRUE:
+        return
+    if scheme != "https":
+        raise SettingsError(
+            f"ELASTICSEARCH_URL is http:// but SEARCH_AUTH={auth} sends credentials: use https://, "
+            "or set ELASTICSEARCH_ALLOW_INSECURE=true for a local cluster")
+    if not verify:
+        raise SettingsError(
+            f"ELASTICSEARCH_VERIFY_CERTS=false with SEARCH_AUTH={auth} would send credentials to any server: "
+            "give ELASTICSEARCH_CA_CERTS instead, or set ELASTICSEARCH_ALLOW_INSECURE=true for a local cluster")
 
 
 def _reader(env: Mapping[str, str] | None) -> Callable[[str], str | None]:
@@ -222,23 +260,48 @@ def _positive(get, name: str, default: float) -> float:  # type: ignore[no-untyp
     return value
 
 
+#: Largest index body file read (an index body is a few kilobytes; /dev/zero never ends).
+MAX_MAPPING_BYTES = 1 << 20
+
+
 def _mapping(text: str | None, name: str) -> dict[str, Any] | None:
-    """An index body from inline JSON or from the JSON file it names."""
+    """An index body from inline JSON (starting with ``{``) or from the JSON file it names."""
     if text is None:
         return None
-    source = "its value"
     if not text.startswith("{"):
-        source = text
-        try:
-            with open(text, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise SettingsError(f"{name} is neither JSON nor a readable file: {exc.strerror}: {source!r}") from None
+        return mapping_file(text, name)
+    return mapping_body(_json(text, name, "its value"), name)
+
+
+def mapping_file(path: str, name: str) -> dict[str, Any]:
+    """The index body in the JSON file ``path``: a regular file of at most
+    :data:`MAX_MAPPING_BYTES`, UTF-8 JSON without NaN or Infinity; one clear line otherwise."""
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise SettingsError(f"{name}: {path!r} is not a regular file")
+            raw = handle.read(MAX_MAPPING_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
+    if len(raw) > MAX_MAPPING_BYTES:
+        raise SettingsError(f"{name}: {path!r} is larger than {MAX_MAPPING_BYTES} bytes; an index body is not")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name}: {path!r} is not UTF-8 text") from None
+    return mapping_body(_json(text, name, repr(path)), name)
+
+
+def _json(text: str, name: str, source: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except ValueError as exc:
         raise SettingsError(f"{name}: {source} is not valid JSON ({exc})") from None
-    return mapping_body(body, name)
+    except RecursionError:
+        raise SettingsError(f"{name}: {source} is nested too deeply to be an index body") from None
 
 
 def mapping_body(body: Any, name: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ the alias untouched; the next run removes what it left behind.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -40,7 +39,7 @@ from indexer.layout import (
 )
 from indexer.records import SNAPSHOT_SEQUENCE, Change, upsert
 from indexer.search import Store
-from indexer.settings import mapping_body
+from indexer.settings import mapping_file
 
 from . import table as tables
 from .progress import Progress
@@ -236,14 +235,7 @@ class Rebuilt:
 def _load_mapping(options: FullOptions, w: Wiring) -> dict[str, Any] | None:
     if not options.mapping:
         return w.settings.index_mapping
-    try:
-        with open(options.mapping, encoding="utf-8") as handle:
-            body = json.load(handle)
-    except OSError as exc:
-        raise SettingsError(f"--mapping: cannot read {options.mapping!r}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"--mapping: {options.mapping!r} is not valid JSON ({exc})") from None
-    return mapping_body(body, "--mapping")
+    return mapping_file(options.mapping, "--mapping")
 
 
 class _Heartbeat(threading.Thread):

@@ -44,10 +44,9 @@ when running as root -- see :func:`cache_dir`)::
     instances/<name>.lock         serialises start/stop of one instance
     instances/<name>.claim        held by a live user of the name (see claim())
     instances/<name>/instance.json
-    instances/<name>/es.pid
     instances/<name>/config/      per-instance ES_PATH_CONF / OPENSEARCH_PATH_CONF (keystore)
     instances/<name>/data/
-    instances/<name>/logs/        es-local-<name>.log is the main log
+    instances/<name>/logs/        es-local-<name>.log is the main log; server.pid
     instances/<name>/tmp/         ES_TMPDIR / OPENSEARCH_TMPDIR
     instances/<name>/launcher.out output of bin/elasticsearch (bin/opensearch) itself
 
@@ -88,6 +87,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
+from typing import Any
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -136,9 +136,6 @@ class _Dist:
     java_opts_var: str
     path_conf_var: str
     tmpdir_var: str
-    # Other variables the launcher scripts read that must not leak in from
-    # the caller's environment (they would point the server elsewhere).
-    scrub_vars: tuple[str, ...]
 
 
 _DISTS: dict[str, _Dist] = {
@@ -151,7 +148,6 @@ _DISTS: dict[str, _Dist] = {
         java_opts_var="ES_JAVA_OPTS",
         path_conf_var="ES_PATH_CONF",
         tmpdir_var="ES_TMPDIR",
-        scrub_vars=("ES_HOME",),
     ),
     "opensearch": _Dist(
         title="OpenSearch",
@@ -162,7 +158,6 @@ _DISTS: dict[str, _Dist] = {
         java_opts_var="OPENSEARCH_JAVA_OPTS",
         path_conf_var="OPENSEARCH_PATH_CONF",
         tmpdir_var="OPENSEARCH_TMPDIR",
-        scrub_vars=("OPENSEARCH_HOME", "OPENSEARCH_STARTUP_SLEEP_TIME", "KEYSTORE_PASSWORD"),
     ),
 }
 
@@ -235,7 +230,8 @@ class _Paths:
 
     @property
     def pidfile(self) -> Path:
-        return self.root / "es.pid"
+        # In logs/, which the server may write: the instance root is root's when we are root.
+        return self.logs / "server.pid"
 
     @property
     def config(self) -> Path:
@@ -700,9 +696,19 @@ def _wait_healthy(url: str, timeout: float, alive: Callable[[], bool] | None = N
 # --------------------------------------------------------------------------
 
 
+def _read_small(path: Path, limit: int = 65536) -> str:
+    """A small file's text, never through a symlink (another account may have planted one
+    where we read as root). Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return fh.read(limit).decode("utf-8", errors="replace")
+
+
 def _read_meta(paths: _Paths) -> dict | None:
     try:
-        return json.loads(paths.meta.read_text())
+        return json.loads(_read_small(paths.meta))
     except (OSError, ValueError):
         return None
 
@@ -712,13 +718,17 @@ def _write_meta(paths: _Paths, inst: Instance) -> None:
     data["data_dir"] = str(inst.data_dir)
     data["log_file"] = str(inst.log_file)
     tmp = paths.meta.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a link planted there goes, its target untouched
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, paths.meta)
 
 
 def _read_pidfile(paths: _Paths) -> int | None:
     try:
-        return int(paths.pidfile.read_text().strip())
+        return int(_read_small(paths.pidfile, 64).strip())
     except (OSError, ValueError):
         return None
 
@@ -823,11 +833,73 @@ def _check_reachable(user: pwd.struct_passwd, path: Path) -> None:
             )
 
 
-def _chown_tree(path: Path, user: pwd.struct_passwd) -> None:
-    os.chown(path, user.pw_uid, user.pw_gid)
-    for dirpath, dirnames, filenames in os.walk(path):
-        for n in dirnames + filenames:
-            os.chown(os.path.join(dirpath, n), user.pw_uid, user.pw_gid, follow_symlinks=False)
+def _check_root_owned(path: Path, what: str) -> None:
+    """As root, refuse a folder another account owns or may write: it could swap what root
+    reads there, or plant a link where root writes."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # created by root, below
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise LaunchError(
+            f"{what} {path} is not a directory owned by root and writable only by it "
+            f"(owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}): refusing to work in it as root; "
+            "fix its ownership or point ES_LOCAL_CACHE at a root-owned directory"
+        )
+
+
+def _own_dir(path: Path, uid: int, gid: int, mode: int = 0o755) -> None:
+    """``path`` as a real directory owned by uid:gid: created if missing, never through a
+    symlink (lstat, lchown), never recursively: what is inside was made by its owner."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, mode)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise LaunchError(f"{path} is a symlink or not a directory: refusing to use it (remove it)")
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.lchown(path, uid, gid)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode, follow_symlinks=False)
+
+
+def _prepare_instance(home: Path, paths: _Paths, user: pwd.struct_passwd | None) -> None:
+    """The instance's folders, safe to create as root.
+
+    The instance root stays root's (meta, launcher output); only data, logs, tmp and config
+    belong to the server's account, and root never writes inside them: the config copy runs
+    as that account. A link the account planted therefore gives it nothing of root's."""
+    if user is None:
+        for d in (paths.root, paths.data, paths.logs, paths.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        _sync_config(home, paths)
+        return
+    _check_reachable(user, paths.root.parent)
+    _check_reachable(user, home)
+    _own_dir(paths.root, 0, 0)
+    for d in (paths.config, paths.data, paths.logs, paths.tmp):
+        _own_dir(d, user.pw_uid, user.pw_gid)
+    _as_user(user, lambda: _sync_config(home, paths))
+
+
+def _as_user(user: pwd.struct_passwd, work: Callable[[], None]) -> None:
+    """Run ``work`` in a child process with only ``user``'s rights."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            work()
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - reported through the exit code
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"es_local: as {user.pw_name}: {exc}\n")
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise LaunchError(f"preparing the instance as user {user.pw_name!r} failed (see stderr)")
 
 
 def _node_settings(
@@ -914,6 +986,30 @@ def _server_pid(paths: _Paths, grace: float) -> int | None:
         time.sleep(0.1)
 
 
+#: The only variables the server gets from the caller's environment: the launcher as root
+#: must not hand it root's AWS keys, API keys or anything pointing it elsewhere.
+_PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+_SERVER_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _server_env() -> dict[str, str]:
+    """The server's environment before its own variables are added: nearly empty."""
+    env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
+    env["PATH"] = _SERVER_PATH
+    return env
+
+
+@contextlib.contextmanager
+def _append(path: Path) -> Iterator[Any]:
+    """``path`` opened to append, never through a symlink."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise LaunchError(f"cannot open {path} to append ({exc.strerror}): refusing to follow a link there") from None
+    with os.fdopen(fd, "ab") as fh:
+        yield fh
+
+
 def _launch(
     dist: _Dist,
     distribution: str,
@@ -928,20 +1024,11 @@ def _launch(
     version: str,
     deadline: float,
 ) -> Instance:
-    for d in (paths.root, paths.data, paths.logs, paths.tmp):
-        d.mkdir(parents=True, exist_ok=True)
-    _sync_config(home, paths)
+    _prepare_instance(home, paths, user)
     with contextlib.suppress(FileNotFoundError):
         paths.pidfile.unlink()
-    if user is not None:
-        _check_reachable(user, paths.root)
-        _check_reachable(user, home)
-        os.chown(paths.root, user.pw_uid, user.pw_gid)
-        for d in (paths.config, paths.data, paths.logs, paths.tmp):
-            _chown_tree(d, user)
 
-    scrub = {"JAVA_HOME", dist.java_opts_var, *dist.scrub_vars}
-    env = {k: v for k, v in os.environ.items() if k not in scrub}
+    env = _server_env()
     env.update({
         dist.java_home_var: str(java_home),
         dist.java_opts_var: f"-Xms{heap} -Xmx{heap}",
@@ -973,7 +1060,7 @@ def _launch(
         return LaunchError("\n".join(parts))
 
     log.info("starting %s %s instance %r on port %d", dist.title, version, name, port)
-    with open(paths.launcher_out, "ab") as out:
+    with _append(paths.launcher_out) as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
         out.flush()
         extra: dict = {}
@@ -1069,6 +1156,9 @@ def start(
         raise ValueError(f"invalid port {port}")
     deadline = time.monotonic() + timeout
     paths = _paths(name)
+    if os.geteuid() == 0:  # before root creates or reads anything there
+        for folder, what in ((cache_dir(), "the cache folder"), (paths.root.parent, "the instances folder")):
+            _check_root_owned(folder, what)
     with _flock(paths.lock):
         running = is_running(name)
         if running is not None and fresh:
@@ -1116,6 +1206,8 @@ def start(
         if user is not None:
             _check_reachable(user, cache_dir())  # before a pointless download
         home = ensure_distribution(version, distribution)
+        if user is not None:
+            _check_root_owned(home, "the distribution folder")
         lowest, highest = _java_range(distribution, version)
         java_home = find_java(lowest, highest, env_var=dist.java_home_var)
         # A first-time download is not held against the health timeout.
@@ -1167,12 +1259,13 @@ def _stop_locked(name: str, paths: _Paths, timeout: float) -> None:
     while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in pids:
-        if _pid_alive(pid):
+        # Checked again: the pid may have been recycled by another process since SIGTERM.
+        if _pid_is_instance(pid, paths):
             log.info("instance %r (pid %d) ignored SIGTERM; sending SIGKILL", name, pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     kill_deadline = time.monotonic() + 15
-    while any(_pid_alive(p) for p in pids):
+    while any(_pid_is_instance(p, paths) for p in pids):
         if time.monotonic() >= kill_deadline:
             raise LaunchError(f"instance {name!r}: pids {sorted(pids)} survived SIGKILL")
         time.sleep(0.1)

@@ -74,7 +74,8 @@ def test_numbers_become_integers_when_whole_and_floats_when_exact(text, expected
 @given(
     st.decimals(
         min_value=Decimal("-1E+125"), max_value=Decimal("1E+125"), allow_nan=False, allow_infinity=False, places=None
-    ).filter(lambda d: d == 0 or abs(d) >= Decimal("1E-130"))
+    ).filter(lambda d: d == 0 or (abs(d) >= Decimal("1E-130")
+                                  and len("".join(map(str, d.as_tuple().digits)).strip("0")) <= 38))
 )
 def test_any_dynamodb_number_survives_json_exactly(value):
     text = format(value, "f") if abs(value.adjusted()) < 30 else str(value)
@@ -118,3 +119,32 @@ def test_bad_attribute_values_are_refused_with_their_path(value, reason):
 def test_the_path_of_a_nested_bad_value_is_named():
     with pytest.raises(ConversionError, match=r"attribute attr\.inner\[1\]"):
         convert.attribute({"M": {"inner": {"L": [{"N": "1"}, {"Q": 1}]}}}, "attr")
+
+
+# -- values that did not come from DynamoDB (dead letters, files) -------------------------------
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("1e999999", "outside DynamoDB's range"),  # its exact integer took ~27 s
+    ("1e999999999", "outside DynamoDB's range"),  # its exact integer never finished
+    ("-1e-131", "outside DynamoDB's range"),
+    ("1" * 39, "39 significant digits"),
+    ("1" * 20000 + "x", "20001 characters long"),  # the old pattern backtracked quadratically
+])
+def test_a_number_dynamodb_could_not_hold_is_refused_before_any_arithmetic(text, reason):
+    with pytest.raises(convert.ConversionError, match=reason):
+        convert.number(text)
+
+
+def test_dynamodb_s_extreme_numbers_are_still_taken():
+    assert convert.number("9.9999999999999999999999999999999999999E+125") == Decimal("9.9999999999999999999999999999999999999E+125")
+    assert convert.number("-1E-130") == -1e-130  # the double whose shortest text is exactly that
+    assert convert.number("0" * 300) == 0
+
+
+def test_an_image_nested_deeper_than_python_s_stack_is_one_conversion_error():
+    value: dict = {"N": "1"}
+    for _ in range(5000):
+        value = {"M": {"a": value}}
+    with pytest.raises(convert.ConversionError, match="nested deeper"):
+        convert.item({"deep": value})

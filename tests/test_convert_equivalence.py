@@ -146,7 +146,7 @@ def test_type_deserializer_needs_bytes_for_binary_and_at_most_38_digits():
         DESERIALIZER.deserialize({"B": "AAE="})
     with pytest.raises(Inexact):
         DESERIALIZER.deserialize({"N": "1" * 39})
-    assert convert.item({"b": {"B": "AAE="}, "n": {"N": "1" * 39}}) == {"b": "AAE=", "n": Decimal("1" * 39)}
+    assert convert.item({"b": {"B": "AAE="}, "n": {"N": "1" * 38}}) == {"b": "AAE=", "n": Decimal("1" * 38)}
 
 
 # --- any valid value: ours = boto3's, fast path = careful path ----------------------------

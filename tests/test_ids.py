@@ -90,3 +90,9 @@ def test_distinct_38_digit_keys_never_share_an_id():
     assert document_id({"pk": {"N": str(big)}}) != document_id({"pk": {"N": str(big + 1)}})
     assert document_id({"pk": {"N": "1234567890123456789012345678901234567.1"}}) != document_id(
         {"pk": {"N": "1234567890123456789012345678901234567.2"}})
+
+
+def test_a_key_number_too_small_for_dynamodb_is_refused_instead_of_sharing_the_id_of_zero():
+    with pytest.raises(ConversionError, match="outside DynamoDB's range"):
+        document_id({"pk": {"N": "1e-99999999"}})
+    assert document_id({"pk": {"N": "1E-130"}}) != document_id({"pk": {"N": "0"}})

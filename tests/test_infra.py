@@ -48,6 +48,10 @@ NOT_DEPLOYED = {
     "PARKING_QUEUE_URL": "read only by python -m replay --redrive",
     "AWS_REGION": "set by the Lambda runtime (reserved: a function may not set it)",
     "AWS_DEFAULT_REGION": "set by the Lambda runtime (reserved: a function may not set it)",
+    "ELASTICSEARCH_ALLOW_INSECURE": "for local clusters only: a deployment sends credentials over verified TLS",
+    "ELASTICSEARCH_API_KEY": "local runs: a deployment reads its credentials from ELASTICSEARCH_SECRET_ARN",
+    "ELASTICSEARCH_USERNAME": "local runs: a deployment reads its credentials from ELASTICSEARCH_SECRET_ARN",
+    "ELASTICSEARCH_PASSWORD": "local runs: a deployment reads its credentials from ELASTICSEARCH_SECRET_ARN",
 }
 #: What the Lambda runtime sets in every function's environment (the role's credentials among it).
 LAMBDA_RUNTIME_ENV = {
@@ -57,7 +61,8 @@ LAMBDA_RUNTIME_ENV = {
 #: The only configuration warnings v3 may print: its schema predates the python3.12 runtime.
 EXPECTED_WARNINGS = {"provider.runtime", "layers.dependencies.compatibleRuntimes.0"}
 #: Resource types moto's CloudFormation does not create (it logs and skips them).
-MOTO_SKIPS = {"AWS::CloudWatch::Alarm", "AWS::Lambda::EventInvokeConfig", "AWS::S3::BucketPolicy"}
+MOTO_SKIPS = {"AWS::CloudWatch::Alarm", "AWS::Lambda::EventInvokeConfig", "AWS::S3::BucketPolicy",
+              "AWS::SQS::QueuePolicy"}
 #: Serverless adds DependsOn on a custom role that the function's GetAtt already implies.
 ALLOWED_LINT_WARNINGS = {"W3005"}
 DOMAIN_ARN = "arn:aws:es:us-east-1:123456789012:domain/assets"
@@ -79,13 +84,18 @@ class Config:
     service: str = "es"
     #: "domain" or "collection": what signed requests go to (sigv4); None without SigV4.
     signed: str | None = None
-    #: Credential variables the indexer gets, each a Secrets Manager reference.
+    #: Credential variables the indexer gets: the secret's ARN, read at run time.
     credentials: frozenset[str] = frozenset()
+
+    @property
+    def env_auth(self) -> str:
+        """SEARCH_AUTH as deployed: the secret's content decides between api_key and basic."""
+        return "secret" if self.credentials else self.auth
 
 
 DEFAULT = "elasticsearch-api_key"
 CONFIGS = {
-    DEFAULT: Config({}, "elasticsearch", "api_key", credentials=frozenset({"ELASTICSEARCH_API_KEY"})),
+    DEFAULT: Config({}, "elasticsearch", "api_key", credentials=frozenset({"ELASTICSEARCH_SECRET_ARN"})),
     "opensearch-sigv4-domain": Config(
         {"searchBackend": "opensearch", "searchAuth": "sigv4", "sigv4Service": "es", "openSearchDomainArn": DOMAIN_ARN},
         "opensearch", "sigv4", "es", signed="domain"),
@@ -95,9 +105,10 @@ CONFIGS = {
         "opensearch", "sigv4", "aoss", signed="collection"),
     "opensearch-basic": Config(
         {"searchBackend": "opensearch", "searchAuth": "basic"}, "opensearch", "basic",
-        credentials=frozenset({"ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"})),
+        credentials=frozenset({"ELASTICSEARCH_SECRET_ARN"})),
 }
-CREDENTIAL_VARIABLES = {"ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"}
+CREDENTIAL_VARIABLES = {"ELASTICSEARCH_SECRET_ARN", "ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME",
+                        "ELASTICSEARCH_PASSWORD"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("npm") is None,
@@ -298,7 +309,7 @@ def test_an_unknown_search_auth_fails_packaging(tmp_path: Path) -> None:
     """CloudFormation takes whatever SearchAuth was packaged: custom.credentials is the check."""
     run = _package({"searchAuth": "sigv5"}, tmp_path, offline=False)
     assert run.returncode != 0
-    assert 'Cannot resolve variable at "functions.indexer.environment.ELASTICSEARCH_API_KEY"' in run.stdout + run.stderr
+    assert 'Cannot resolve variable at "functions.indexer.environment.SEARCH_AUTH"' in run.stdout + run.stderr
 
 
 def test_arn_parameters_take_one_domain_or_collection_and_no_wildcard(packaged: Packaged) -> None:
@@ -425,8 +436,9 @@ def test_shipped_zips_build_the_deployed_search_client_on_python_312(config: tup
         f"sys.path[:0] = [{str(tmp_path / 'task')!r}, {str(tmp_path / 'opt' / 'python')!r}, {str(runtime)!r}]\n"
         "from indexer import handler\n"
         "response = handler.handler({'Records': []}, None)\n"
-        "client = handler.pipeline().store.transport.client\n"
-        "auth = client.transport.get_connection().http_auth if hasattr(client.transport, 'get_connection') else None\n"
+        "transport = handler.pipeline().store.transport\n"
+        "client = getattr(transport, 'client', transport)\n"
+        "auth = client.transport.get_connection().http_auth if hasattr(getattr(client, 'transport', None), 'get_connection') else None\n"
         "signed = auth('GET', 'https://search.example.com:9243/_alias/x', None) if callable(auth) else {}\n"
         "print(json.dumps({'indexer': response, 'client': type(client).__module__,\n"
         "                  'authorization': signed.get('Authorization', '')}))\n"
@@ -437,7 +449,10 @@ def test_shipped_zips_build_the_deployed_search_client_on_python_312(config: tup
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["indexer"] == {"batchItemFailures": []}
-    assert result["client"].startswith({"elasticsearch": "elasticsearch", "opensearch": "opensearchpy"}[expected.backend])
+    if expected.credentials:  # the secret is read on the first request, not when building
+        assert result["client"] == "indexer.backends"
+    else:
+        assert result["client"].startswith({"elasticsearch": "elasticsearch", "opensearch": "opensearchpy"}[expected.backend])
     if expected.auth == "sigv4":
         assert f"/us-east-1/{expected.service}/aws4_request" in result["authorization"]
     else:
@@ -458,13 +473,14 @@ def test_every_handler_imports_and_is_callable(packaged: Packaged) -> None:
 
 def _concrete(value: Any) -> str:
     """A value the code can parse in place of a reference that CloudFormation resolves."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        return (value["Fn::Sub"].replace("${AWS::Partition}", "aws").replace("${AWS::Region}", "us-east-1")
+                .replace("${AWS::AccountId}", "123456789012"))
     if isinstance(value, dict):
         return {"AssetsTable": "dynamodb-es-indexer-test",
                 "DeadLetterQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/dead-letters"}[value["Ref"]]
     if value.startswith("{{resolve:ssm:"):
         return "https://search.example.com:9243"
-    if value.startswith("{{resolve:secretsmanager:"):
-        return "from-secrets-manager"
     return value
 
 
@@ -542,7 +558,7 @@ def test_search_settings_are_the_params(config: tuple[Config, Packaged]) -> None
     expected, packaged = config
     env = packaged.env("IndexerLambdaFunction")
     settings = (env["SEARCH_BACKEND"], env["SEARCH_AUTH"], env["SIGV4_SERVICE"])
-    assert settings == (expected.backend, expected.auth, expected.service)
+    assert settings == (expected.backend, expected.env_auth, expected.service)
     assert env["ELASTICSEARCH_URL"].startswith("{{resolve:ssm:/dynamodb-es-indexer/test/")
     assert env["DLQ_URL"] == {"Ref": "DeadLetterQueue"} and env["TABLE_NAME"] == {"Ref": "AssetsTable"}
     for function in ("AssetCreatedLambdaFunction", "AssetDeletedLambdaFunction"):
@@ -554,14 +570,12 @@ def test_credentials_are_exactly_what_the_auth_mode_reads(config: tuple[Config, 
     expected, packaged = config
     env = packaged.env("IndexerLambdaFunction")
     assert set(env) & CREDENTIAL_VARIABLES == expected.credentials
-    secret = "{{resolve:secretsmanager:dynamodb-es-indexer/test/elasticsearch:SecretString:"
-    for name in expected.credentials:
-        key = {"ELASTICSEARCH_API_KEY": "api_key", "ELASTICSEARCH_USERNAME": "username",
-               "ELASTICSEARCH_PASSWORD": "password"}[name]
-        assert env[name] == f"{secret}{key}}}}}", name
-    if not expected.credentials:
-        # Not even in a branch CloudFormation would not take: nothing for it to resolve.
-        assert "{{resolve:secretsmanager:" not in json.dumps(packaged.raw)
+    # No credential in the template, not even as a reference CloudFormation would resolve into
+    # the function's configuration: the indexer reads the secret at run time.
+    assert "{{resolve:secretsmanager:" not in json.dumps(packaged.raw)
+    if expected.credentials:
+        assert env["ELASTICSEARCH_SECRET_ARN"] == {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:"
+                                                              "${AWS::AccountId}:secret:dynamodb-es-indexer/test/elasticsearch"}
 
 
 def test_stream_mapping_is_what_the_handler_is_built_for(packaged: Packaged) -> None:
@@ -607,12 +621,13 @@ def test_dead_letter_queues_keep_14_days_and_raise_alarms(packaged: Packaged) ->
     # Redrive's default parking queue is the DLQ's URL with "-parking": this is that queue.
     assert parking_url(f"https://sqs.example/1/{dlq}").endswith("/" + queues["ParkingQueue"]["Properties"]["QueueName"])
     alarms = {a["Properties"]["Dimensions"][0]["Value"].get("Fn::GetAtt", [None])[0]: a["Properties"]
-              for a in packaged.resources("AWS::CloudWatch::Alarm").values()}
+              for a in packaged.resources("AWS::CloudWatch::Alarm").values()
+              if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"}
     for queue in queues:
         alarm = alarms[queue]
         assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
         assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
-        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlarmTopic"}]
     assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
     for function in ("AssetCreated", "AssetDeleted"):
         config = resources[f"{function}LambdaEvConf"]["Properties"]
@@ -663,7 +678,7 @@ EXPECTED_GRANTS = {
 }
 
 
-#: Whoever runs python -m replay reads the credentials the functions get (api_key, basic).
+#: The indexer reads its credentials at run time; whoever runs python -m replay reads them too.
 SECRET_GRANT = ("secretsmanager:GetSecretValue", _arn({
     "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
                "secret:dynamodb-es-indexer/test/elasticsearch-??????"}))
@@ -678,6 +693,7 @@ def expected_grants(config: Config) -> dict[str, set[tuple[str, str]]]:
     grants = {name: set(base) for name, base in EXPECTED_GRANTS.items()}
     if config.credentials:
         grants["ReplayOperatorPolicy"].add(SECRET_GRANT)
+        grants["IndexerRole"].add(SECRET_GRANT)
     if config.signed == "domain":
         # Every path of the one domain; the handler's methods, and the store's for the operator.
         grants["IndexerRole"] |= _http_grants(HANDLER_METHODS)
@@ -868,7 +884,7 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
     assert variables["DLQ_URL"] == outputs["DeadLetterQueueUrl"]
     assert variables["TABLE_NAME"] == outputs["TableName"]
     assert (variables["SEARCH_BACKEND"], variables["SEARCH_AUTH"], variables["SIGV4_SERVICE"]) == (
-        expected.backend, expected.auth, expected.service)
+        expected.backend, expected.env_auth, expected.service)
     assert set(variables) & CREDENTIAL_VARIABLES == expected.credentials
     (mapping,) = [m for m in awslambda.list_event_source_mappings()["EventSourceMappings"]
                   if m["FunctionArn"] == indexer["FunctionArn"]]
@@ -890,7 +906,7 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
     for methods, text in ((HANDLER_METHODS, document), (STORE_METHODS, str(operator_document["PolicyVersion"]["Document"]))):
         assert ("es:ESHttp" in text) == (expected.signed == "domain")
         assert ("aoss:" in text) == (expected.signed == "collection")
-        assert ("secretsmanager:" in text) == (bool(expected.credentials) and text is not document)
+        assert ("secretsmanager:" in text) == bool(expected.credentials)
         if expected.signed == "domain":
             assert f"'Resource': '{DOMAIN_ARN}/*'" in text
             assert set(re.findall(r"es:ESHttp(\w+)", text)) == {m.capitalize() for m in methods}
@@ -915,3 +931,63 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
 def _outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+
+
+# ---------------------------------------------------------------- security (docs/security.md)
+
+
+def _deny_statements(packaged: Packaged, kind: str) -> dict[str, list[dict[str, Any]]]:
+    return {name: [s for s in r["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+            for name, r in packaged.resources(kind).items()}
+
+
+def test_only_the_indexer_and_the_operators_may_send_to_the_dead_letter_queues(packaged: Packaged) -> None:
+    (statement,) = [s for s in _deny_statements(packaged, "AWS::SQS::QueuePolicy")["DeadLetterQueuesPolicy"]
+                    if s["Action"] == "sqs:SendMessage"]
+    assert statement["Principal"] == "*"
+    allowed = statement["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
+    # Without operatorRoleArn (as packaged here) the indexer's role alone; with it, that role too.
+    assert allowed == [{"Fn::GetAtt": ["IndexerRole", "Arn"]}] * 2
+    raw = packaged.raw["Resources"]["DeadLetterQueuesPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert raw["Condition"]["StringNotEquals"]["aws:PrincipalArn"][1]["Fn::If"][:2] == [
+        "HasOperatorRole", {"Ref": "OperatorRoleArn"}]
+    queues = packaged.resources("AWS::SQS::QueuePolicy")["DeadLetterQueuesPolicy"]["Properties"]["Queues"]
+    assert queues == [{"Ref": "DeadLetterQueue"}, {"Ref": "ParkingQueue"}]
+
+
+def test_every_queue_and_the_bucket_refuse_requests_without_tls(packaged: Packaged) -> None:
+    protected: set[str] = set()
+    for kind in ("AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy"):
+        for name, statements in _deny_statements(packaged, kind).items():
+            for statement in statements:
+                if statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false":
+                    resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                    protected |= {json.dumps(r, sort_keys=True) for r in resources}
+    for queue in ("DeadLetterQueue", "ParkingQueue", "S3EventFailuresQueue"):
+        assert json.dumps({"Fn::GetAtt": [queue, "Arn"]}, sort_keys=True) in protected, queue
+    assert any("images-in/*" in text for text in protected) and any(text.endswith('images-in"}') for text in protected)
+
+
+def test_the_table_is_deletion_protected_outside_throwaway_stages(packaged: Packaged) -> None:
+    # STAGE is "test", the throwaway stage: protection off there, on by default.
+    assert packaged.template["Resources"]["AssetsTable"]["Properties"]["DeletionProtectionEnabled"] is False
+    assert "tableDeletionProtection: true" in (ROOT / "infra" / "serverless.yml").read_text()
+
+
+def test_the_indexer_s_errors_throttles_and_old_dead_letters_raise_alarms_and_clear_them(packaged: Packaged) -> None:
+    alarms = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"]
+              for a in packaged.resources("AWS::CloudWatch::Alarm").values()}
+    for key in (("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("AWS/SQS", "ApproximateAgeOfOldestMessage")):
+        alarm = alarms[key]
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "AlarmTopic"}], key
+    assert alarms[("AWS/SQS", "ApproximateAgeOfOldestMessage")]["Threshold"] < 14 * 24 * 3600
+
+
+def test_a_kms_key_option_covers_the_functions_environment_and_the_alarm_topic(packaged: Packaged) -> None:
+    resources = packaged.raw["Resources"]
+    key = {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+    for function in ROLES:
+        assert resources[function]["Properties"]["KmsKeyArn"] == key, function
+    assert resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == key
+    # Without the param, AWS managed keys: nothing names a key.
+    assert "KmsKeyArn" not in packaged.template["Resources"]["IndexerLambdaFunction"]["Properties"]

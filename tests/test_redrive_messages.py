@@ -178,7 +178,7 @@ def test_the_summary_counts_each_outcome_and_lists_the_problems():
     assert "gone             id-1  dead-letter: MODIFY (shard s)" in shown
     assert "python -m replay --full" in shown
     assert summary.counts() == {"messages": 2, "redriven": 1, "stale": 0, "failed_again": 0, "parked": 0,
-                                "unreadable": 0, "gone": 1, "unresolved": 0, "records_indexed": 2,
+                                "unreadable": 0, "refused": 0, "gone": 1, "unresolved": 0, "records_indexed": 2,
                                 "records_deleted": 1, "unparked": 0}
 
 

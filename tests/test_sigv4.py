@@ -75,6 +75,7 @@ def test_requests_are_signed_for_the_configured_region_and_service(cluster, monk
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     settings = Settings.from_env({"ELASTICSEARCH_URL": cluster, "SEARCH_BACKEND": "opensearch", "SEARCH_AUTH": "sigv4",
+                                  "ELASTICSEARCH_ALLOW_INSECURE": "true",
                                   "AWS_REGION": region, "SIGV4_SERVICE": service})
     store = store_for(settings)
     with capture_logs() as logs:
@@ -98,6 +99,7 @@ def test_a_tampered_request_would_not_verify(cluster, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
     settings = Settings.from_env({"ELASTICSEARCH_URL": cluster, "SEARCH_BACKEND": "opensearch", "SEARCH_AUTH": "sigv4",
+                                  "ELASTICSEARCH_ALLOW_INSECURE": "true",
                                   "AWS_REGION": "eu-west-1"})
     store_for(settings).bulk(b'{"v":1}\n', 5)
     method, path, headers, body = Capture.seen[0]

@@ -21,6 +21,9 @@ from indexer.search import Store
 
 #: What became of one record.
 APPLIED, STALE, SUPERSEDED, DEAD, UNRESOLVED = "applied", "stale", "superseded", "dead", "unresolved"
+#: Superseded by a newer record of another message that the cluster refused: left in the queue,
+#: since one message's content must never get another message deleted.
+KEPT = "kept"
 
 
 @dataclass
@@ -42,10 +45,17 @@ class Unit:
 
 def mark(units: list[Unit], change: Change, outcome: str) -> None:
     """The change's outcome for its own record; the records it superseded in this batch are
-    older than it, so they are done whatever became of it (a refused newer record is re-sent
-    with its payload and carries the item's latest state)."""
+    older than it, so they are done once it is applied or stale. When the newer record was
+    refused, only records of its own message are done with it: a record of another message
+    is kept, so no message is deleted because of what another one holds."""
+    own = units[change.position].message
     for position in change.covers:
-        units[position].outcome = outcome if position == change.position else SUPERSEDED
+        if position == change.position:
+            units[position].outcome = outcome
+        elif outcome in (APPLIED, STALE) or units[position].message == own:
+            units[position].outcome = SUPERSEDED
+        else:
+            units[position].outcome = KEPT
 
 
 def _latest(units: list[Unit]) -> list[Change]:

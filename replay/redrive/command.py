@@ -16,12 +16,13 @@ from typing import Callable, Mapping
 import structlog
 
 from indexer import logs
-from indexer.errors import SettingsError
+from indexer.errors import ReadbackFailed, SettingsError
 from indexer.handler import build_pipeline
 from indexer.settings import Settings
 
 from . import messages
 from .readback import Readback
+from .trust import Binding
 from .engine import Redrive
 from .report import Summary
 from .sqs import Queue
@@ -73,12 +74,25 @@ def parking_queue(options: RedriveOptions, settings: Settings, dlq_url: str) -> 
     return queue, default
 
 
+def bind(settings: Settings, readback: Readback) -> Binding:
+    """The table (by ARN: account and region) and the alias this run serves; nothing in a
+    message can change them (docs/security.md)."""
+    table = settings.required("table_name")
+    try:
+        arn = readback.table_arn(table)
+    except ReadbackFailed as exc:
+        raise SettingsError(f"TABLE_NAME (--table): {exc}") from None
+    if arn is None:
+        raise SettingsError(f"TABLE_NAME (--table) names no table where AWS points: {table!r}")
+    return Binding(table, arn, settings.index_name or table.lower())
+
+
 def run(options: RedriveOptions, env: Mapping[str, str], say: Callable[[str], None] | None = None) -> Summary:
     """Redrive the dead-letter queue; ``say`` gets one line per message in a dry run. The
     summary's ``exit_code()``: 0 when every message was redriven or stale (or there were none),
     1 when any failed again, was parked, unreadable, gone or left unresolved."""
     started = time.perf_counter()
-    settings = Settings.from_env(env, require=("DLQ_URL",))
+    settings = Settings.from_env(env, require=("DLQ_URL", "TABLE_NAME"))
     logs.configure(settings.log_level, to_stderr=True)
     dlq_url = settings.required("dlq_url")
     dlq = Queue(dlq_url)
@@ -86,6 +100,8 @@ def run(options: RedriveOptions, env: Mapping[str, str], say: Callable[[str], No
     if waiting is None:
         raise SettingsError(f"DLQ_URL (--queue-url) names no queue: {dlq_url}")
     parking, default_parking = parking_queue(options, settings, dlq_url)
+    readback = Readback()
+    binding = bind(settings, readback)
     from indexer.backends import check_cluster
 
     pipeline = build_pipeline(settings)
@@ -95,9 +111,8 @@ def run(options: RedriveOptions, env: Mapping[str, str], say: Callable[[str], No
         targets=pipeline.targets,
         dlq=dlq,
         parking=parking,
-        readback=Readback(),
-        default_alias=settings.index_name,
-        table_name=settings.table_name,
+        readback=readback,
+        binding=binding,
         max_attempts=options.max_attempts,
         dry_run=options.dry_run,
         policy=pipeline.policy,

@@ -16,18 +16,19 @@ import structlog
 
 from indexer import deadletter
 from indexer.apply import Deadline, RetryPolicy
-from indexer.errors import ConversionError, RangeGone, ReadbackFailed, RecordError, TableMissing
+from indexer.errors import ConversionError, RangeGone, ReadbackFailed, RecordError, Refused, TableMissing
 from indexer.ids import document_id
 from indexer.layout import Targets
-from indexer.records import change_of
+from indexer.records import change_of, sequence_of
 from indexer.search import Store
 from indexer.settings import DEFAULT_TIME_BUDGET
 
 from . import messages
 from .messages import DeadLetter, StreamRange, Unreadable
-from .readback import Readback, table_for
-from .apply import APPLIED, DEAD, UNRESOLVED, Unit, apply_units, preview_units, records_detail
+from .readback import OLDER_THAN_STREAM, Readback
+from .apply import APPLIED, DEAD, KEPT, UNRESOLVED, Unit, apply_units, preview_units, records_detail
 from .report import Outcome, Report, Summary, line, tally
+from .trust import Binding
 from .sqs import Queue, Received
 
 log = structlog.get_logger("replay.redrive.command")
@@ -62,8 +63,7 @@ class Redrive:
         dlq: Queue,
         parking: Queue | None,
         readback: Readback,
-        default_alias: str | None,
-        table_name: str | None,
+        binding: Binding,
         max_attempts: int,
         dry_run: bool = False,
         policy: RetryPolicy = RetryPolicy(),
@@ -79,8 +79,7 @@ class Redrive:
         self.dlq = dlq
         self.parking = parking
         self.readback = readback
-        self.default_alias = default_alias
-        self.table_name = table_name
+        self.binding = binding
         self.max_attempts = max_attempts
         self.dry_run = dry_run
         self.policy = policy
@@ -147,29 +146,15 @@ class Redrive:
         reports: dict[int, Report] = {}
         units: list[Unit] = []
         for index, (message, found) in enumerate(zip(received, parsed)):
-            if isinstance(found, Unreadable):
-                reports[index] = self._report(message, found, Outcome.UNREADABLE, "")
-                continue
             try:
-                records = self._records(found)
-            except RangeGone as exc:
-                reports[index] = self._report(message, found, Outcome.GONE, f"{exc}; left in the queue")
-                continue
-            except ReadbackFailed as exc:
-                reports[index] = self._report(message, found, Outcome.UNRESOLVED, f"{exc}; left in the queue")
-                continue
-            for original, current in records:
-                unit = Unit(index, original)  # a record failing again is re-queued as it came
-                if current is None:
-                    unit.error = messages.truncated_error()
-                else:
-                    try:
-                        unit.change = change_of(current, len(units), self._alias(found))
-                        # Read back from the table: the present, never older than a snapshot.
-                        unit.change.table_state = current is not original
-                    except RecordError as error:
-                        unit.error = error
-                units.append(unit)
+                early = self._read(index, message, found, units)
+            except Exception as exc:  # noqa: BLE001 - the one per-message catch: reported and set aside
+                del units[next((i for i, u in enumerate(units) if u.message == index), len(units)):]
+                early = self._report(message, found, Outcome.REFUSED,
+                                     f"could not be handled ({exc.__class__.__name__}: {str(exc)[:200]})")
+                log.error("message_failed", message_id=message.message_id, error_class=exc.__class__.__name__)
+            if early is not None:
+                reports[index] = early
 
         if self.dry_run:
             preview_units(units, self.store, self.policy.request_timeout)
@@ -184,8 +169,8 @@ class Redrive:
             if index not in reports:
                 mine = [unit for unit in units if unit.message == index]
                 reports[index] = self._decide(index, message, found, mine, sends)
-            elif reports[index].outcome is Outcome.UNREADABLE:
-                self._unreadable(index, message, reports[index], sends)
+            elif reports[index].outcome in (Outcome.UNREADABLE, Outcome.REFUSED):
+                self._set_aside(index, message, reports[index], sends)
         if self.dry_run:
             self._held.update((message.message_id, message.receipt) for message in received)
         else:
@@ -194,6 +179,35 @@ class Redrive:
         for report in ordered:
             self._tell(report)
         return ordered
+
+    def _read(self, index: int, message: Received, found: messages.Message, units: list[Unit]) -> Report | None:
+        """Add the message's records to ``units``; its report instead when it stops here."""
+        if isinstance(found, Unreadable):
+            return self._report(message, found, Outcome.UNREADABLE, "")
+        problem = self.binding.message_problem(found)
+        if problem:
+            return self._report(message, found, Outcome.REFUSED, f"{problem}; nothing written")
+        try:
+            records = self._records(found)
+        except Refused as exc:
+            return self._report(message, found, Outcome.REFUSED, f"{exc}; nothing written")
+        except RangeGone as exc:
+            return self._report(message, found, Outcome.GONE, f"{exc}; left in the queue")
+        except ReadbackFailed as exc:
+            return self._report(message, found, Outcome.UNRESOLVED, f"{exc}; left in the queue")
+        for original, current in records:
+            unit = Unit(index, original)  # a record failing again is re-queued as it came
+            if current is None:
+                unit.error = messages.truncated_error()
+            else:
+                try:
+                    unit.change = change_of(current, len(units), self.binding.alias)
+                    # Read back from the table: the present, never older than a snapshot.
+                    unit.change.table_state = current is not original
+                except RecordError as error:
+                    unit.error = error
+            units.append(unit)
+        return None
 
     def _records(self, found: DeadLetter | StreamRange) -> list[tuple[Any, Any]]:
         """The records a message stands for, each paired with what to apply: its table's
@@ -208,8 +222,28 @@ class Redrive:
         if isinstance(found, StreamRange):
             records = self.readback.stream_range(found.stream_arn, found.shard_id, found.start, found.end)
         else:
+            self._vouch(found.record)
             records = [found.record]
         return [(record, self._current(record, found)) for record in records]
+
+    def _vouch(self, record: Any) -> None:
+        """Raise :class:`Refused` unless the stream vouches for the record's sequence number:
+        it holds the same record there (same keys, same event), or the number is older than
+        everything it holds. A record without a valid number fails later, as malformed."""
+        stream = record.get("dynamodb") if isinstance(record, dict) else None
+        if not isinstance(stream, dict):
+            return
+        try:
+            sequence = sequence_of(stream.get("SequenceNumber"))
+        except RecordError:
+            return
+        held = self.readback.held_record(record["eventSourceARN"], sequence)
+        if held == OLDER_THAN_STREAM:
+            return
+        if not isinstance(held, dict):
+            raise Refused(f"sequence number {sequence} is not in the table's stream (forged, or its stream is gone)")
+        if held.get("eventName") != record.get("eventName") or held["dynamodb"].get("Keys") != stream.get("Keys"):
+            raise Refused(f"the stream's record at sequence number {sequence} is another event or item")
 
     def _current(self, record: Any, found: DeadLetter | StreamRange) -> Any:
         needs_item = isinstance(found, DeadLetter) and found.needs_item
@@ -219,22 +253,12 @@ class Redrive:
             document_id(record["dynamodb"].get("Keys"))
         except ConversionError:
             return record  # no item to read: the record fails again, with that reason
-        table = table_for(record, self.table_name)
-        if table is None:
-            if needs_item:
-                raise ReadbackFailed("its images were omitted and it names no table: set TABLE_NAME to read the item")
-            return record
         try:
-            return self.readback.item_record(record, table, record.get("eventSourceARN"))
+            return self.readback.item_record(record, self.binding.table, self.binding.table_arn)
         except TableMissing:
             if needs_item:
                 raise
             return record
-
-    def _alias(self, found: DeadLetter | StreamRange) -> str | None:
-        if self.default_alias:
-            return self.default_alias
-        return found.alias if isinstance(found, DeadLetter) else None
 
     # -- per message -----------------------------------------------------------------------
 
@@ -243,6 +267,9 @@ class Redrive:
         outcomes = {unit.outcome for unit in units}
         if UNRESOLVED in outcomes:
             return self._report(message, found, Outcome.UNRESOLVED, "Elasticsearch did not answer; left unchanged")
+        if KEPT in outcomes:
+            return self._report(message, found, Outcome.UNRESOLVED, "a newer record of the same item, in another "
+                                "message, was refused; left unchanged for the next run")
         if DEAD not in outcomes:
             report = self._report(message, found, Outcome.REDRIVEN if APPLIED in outcomes else Outcome.STALE,
                                   records_detail(units, isinstance(found, StreamRange), self.dry_run))
@@ -278,12 +305,13 @@ class Redrive:
             where += f" ({len(bodies)} record(s) as dead-letter messages with their payload)"
         return self._report(message, found, Outcome.FAILED_AGAIN, f"{reason}; {where}")
 
-    def _unreadable(self, index: int, message: Received, report: Report, sends: list[_Send]) -> None:
+    def _set_aside(self, index: int, message: Received, report: Report, sends: list[_Send]) -> None:
         if self.parking is not None:
             sends.append(_Send(index, self.parking, [message.body]))
-            report.detail = f"{'would be moved' if self.dry_run else 'moved'} to the parking queue as is"
+            report.detail = "; ".join(filter(None, [
+                report.detail, f"{'would be moved' if self.dry_run else 'moved'} to the parking queue as is"]))
         else:
-            report.detail = "left in the queue"
+            report.detail = "; ".join(filter(None, [report.detail, "left in the queue"]))
 
     def _settle(self, received: list[Received], reports: dict[int, Report], sends: list[_Send]) -> None:
         """Send what must be sent, then delete what is done. A message whose copies could not

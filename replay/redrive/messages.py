@@ -130,9 +130,11 @@ def preview(text: str, chars: int = PREVIEW_CHARS) -> str:
 def parse(text: str) -> Message:
     """What a message body is; never raises."""
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         return Unreadable(f"not JSON ({exc.__class__.__name__}: {exc})"[:200], preview(text))
+    except RecursionError:
+        return Unreadable("not JSON a redrive can read: nested deeper than Python's stack", preview(text))
     if isinstance(body, dict) and body.get("Type") == "Notification" and isinstance(body.get("Message"), str):
         # An on-failure destination that is an SNS topic delivers to SQS inside SNS's envelope
         # (unless raw message delivery is on).
@@ -148,6 +150,11 @@ def parse(text: str) -> Message:
         return Unreadable("an on-failure message for a Kinesis stream, not a DynamoDB stream", preview(text))
     keys = ", ".join(sorted(body)[:6]) or "none"
     return Unreadable(f"not a dead-letter or on-failure message (keys: {keys})"[:200], preview(text))
+
+
+def _no_constant(name: str) -> Any:
+    """Python's json takes ``NaN`` and ``Infinity``; JSON and every message we send do not."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _dead_letter(body: dict[str, Any], text: str) -> Message:

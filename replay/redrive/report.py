@@ -24,6 +24,10 @@ class Outcome(enum.Enum):
     PARKED = "parked"
     #: Not JSON, or no shape redrive knows: left in the queue, or moved to the parking queue.
     UNREADABLE = "unreadable"
+    #: Names another table, stream, region, account or index than the run's, or a sequence
+    #: number the stream does not hold, or could not be handled at all: moved as is to the
+    #: parking queue, or left in the queue; nothing of it was written.
+    REFUSED = "refused"
     #: An on-failure message whose records the stream no longer holds: left in the queue.
     GONE = "gone"
     #: Elasticsearch, DynamoDB or SQS did not answer in time: left unchanged, try again later.
@@ -31,7 +35,8 @@ class Outcome(enum.Enum):
 
 
 #: Outcomes that make the exit code 1.
-PROBLEMS = frozenset({Outcome.FAILED_AGAIN, Outcome.PARKED, Outcome.UNREADABLE, Outcome.GONE, Outcome.UNRESOLVED})
+PROBLEMS = frozenset({Outcome.FAILED_AGAIN, Outcome.PARKED, Outcome.UNREADABLE, Outcome.REFUSED, Outcome.GONE,
+                      Outcome.UNRESOLVED})
 
 _DRY_LABELS = {
     Outcome.REDRIVEN: "would apply",
@@ -39,6 +44,7 @@ _DRY_LABELS = {
     Outcome.FAILED_AGAIN: "would fail again",
     Outcome.PARKED: "would park",
     Outcome.UNREADABLE: "unreadable",
+    Outcome.REFUSED: "refused",
     Outcome.GONE: "gone",
     Outcome.UNRESOLVED: "unresolved",
 }
