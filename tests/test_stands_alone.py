@@ -40,7 +40,7 @@ DOCUMENTED_OUTSIDE = {
     "~/.pyenv/versions": "where a CPython 3.12 is looked for to run the Lambda zips",
 }
 #: Not places to read: executables and system paths named as such.
-SYSTEM = ("/usr/bin/env", "/usr/sbin/useradd", "/usr/sbin/nologin", "/dev/null", "/proc/", "/tmp")
+SYSTEM = ("/usr/bin/env", "/var/tmp", "/usr/local/bin:/usr/bin:/bin", "/usr/sbin/useradd", "/usr/sbin/nologin", "/dev/null", "/proc/", "/tmp")
 #: Top-level directories that are never part of a clone: naming one is reading outside it.
 _OUTSIDE = re.compile(r"(?<![\w.:/-])(~/[^\s\"'`)\],;]*|/(?:work|home|root|mnt|media|srv|opt|data|shared|etc|var|usr)\b[^\s\"'`)\],;]*)")
 _PARENTS = re.compile(r"parents\[(\d+)\]")
