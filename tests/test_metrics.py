@@ -1,0 +1,171 @@
+"""Metrics, the pure part: the EMF document, the lag from record times with an injected clock,
+and the settings that control them. No cluster, no clock of the machine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import emf_spec
+from stream_events import put, record, remove
+from indexer import metrics
+from indexer.errors import SettingsError
+from indexer.records import change_of, collapse
+from indexer.settings import Settings
+
+T0 = 1_795_737_074.0  # epoch seconds
+
+
+class Ticking:
+    """A wall clock that reads ``start`` and then ``step`` seconds more at each call."""
+
+    def __init__(self, start: float, step: float) -> None:
+        self.now = start - step
+        self.step = step
+        self.calls = 0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        self.calls += 1
+        return self.now
+
+
+def created_at(rec: dict, seconds: float) -> dict:
+    rec["dynamodb"]["ApproximateCreationDateTime"] = seconds
+    return rec
+
+
+def handler_document(**figures) -> dict:
+    values = {"RecordsReceived": 3, "RecordsIndexed": 2, "BulkLatency": [4.5, 12.0], "ReplicationLag": 850.0}
+    values.update(figures)
+    return metrics.emf_document(values, metrics.HANDLER_UNITS, "DynamoDBIndexer",
+                                metrics.dimensions("things", "prod-indexer"), T0 * 1000)
+
+
+def test_the_document_follows_the_specification():
+    line = metrics.emf_line(handler_document())
+    document = emf_spec.check(line)
+    (directive,) = document["_aws"]["CloudWatchMetrics"]
+    assert document["_aws"]["Timestamp"] == int(T0 * 1000)
+    assert directive["Namespace"] == "DynamoDBIndexer"
+    assert directive["Dimensions"] == [["Alias", "FunctionName"]]
+    assert document["Alias"] == "things" and document["FunctionName"] == "prod-indexer"
+    assert {d["Name"]: d["Unit"] for d in directive["Metrics"]} == {
+        "RecordsReceived": "Count", "RecordsIndexed": "Count", "BulkLatency": "Milliseconds",
+        "ReplicationLag": "Milliseconds"}
+    assert document["RecordsIndexed"] == 2 and document["BulkLatency"] == [4.5, 12.0]
+
+
+def test_the_checker_rejects_a_metric_without_its_value():
+    document = handler_document()
+    del document["RecordsIndexed"]
+    with pytest.raises(AssertionError, match="RecordsIndexed"):
+        emf_spec.check(json.dumps(document))
+
+
+def test_without_a_function_name_the_alias_is_the_only_dimension():
+    assert metrics.dimensions("things") == {"Alias": "things"}
+    assert metrics.dimensions("things", None, Command="verify") == {"Alias": "things", "Command": "verify"}
+    assert metrics.dimensions("   ") == {"Alias": "unknown"}
+    assert len(metrics.dimensions("x" * 5000)["Alias"]) == 1024
+
+
+def test_figures_without_a_unit_are_not_declared():
+    document = metrics.emf_document({"RecordsIndexed": 1, "Whatever": 2}, metrics.HANDLER_UNITS, "N",
+                                    {"Alias": "a"}, 1)
+    assert "Whatever" not in document
+    assert [d["Name"] for d in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]] == ["RecordsIndexed"]
+
+
+def test_the_handler_figures_carry_every_count_and_measure():
+    batch = metrics.BatchMetrics(wall=Ticking(T0, 1.0), timer=Ticking(0.0, 0.25))
+    sent = batch.bulk_sent()
+    batch.bulk_answered(sent, 1234)
+    batch.version_conflicts = 2
+    counts = {"records": 9, "indexed": 3, "deleted": 1, "stale": 2, "superseded": 1, "dead_lettered": 1, "failed": 1}
+    figures = metrics.handler_figures(counts, batch)
+    assert figures == {
+        "RecordsReceived": 9, "RecordsIndexed": 3, "RecordsDeleted": 1, "RecordsStale": 2,
+        "RecordsSuperseded": 1, "RecordsDeadLettered": 1, "RecordsFailed": 1, "VersionConflicts": 2,
+        "BulkRequests": 1, "BulkBytes": 1234, "BulkLatency": 250.0,
+    }
+    assert set(figures) <= set(metrics.HANDLER_UNITS)
+
+
+def test_bulk_latency_keeps_the_largest_hundred_samples():
+    batch = metrics.BatchMetrics(wall=lambda: T0)
+    batch.bulk_latency_ms = [float(n) for n in range(250)]
+    latency = metrics.handler_figures({}, batch)["BulkLatency"]
+    assert len(latency) == 100 and max(latency) == 249.0 and min(latency) == 150.0
+
+
+def test_lag_runs_from_each_record_to_its_acknowledged_write_and_reports_the_largest():
+    wall = Ticking(T0, 2.0)  # started at T0, the bulk answered at T0 + 2 s
+    batch = metrics.BatchMetrics(wall=wall)
+    records = [created_at(put("a", 1), T0 - 3.0), created_at(put("b", 2), T0 - 0.5)]
+    changes = [change_of(r, n, "things") for n, r in enumerate(records)]
+    batch.observe_records(records)
+    answered = batch.bulk_answered(batch.bulk_sent(), 10)
+    for change in changes:
+        batch.acknowledged(change.alias, change.doc_id, answered)
+    batch.observe_applied(records, changes)
+    assert batch.oldest_record_age_ms == 3000.0  # at the start of the batch
+    assert batch.replication_lag_ms == 5000.0  # a: created T0 - 3 s, acknowledged T0 + 2 s
+
+
+def test_a_superseded_record_counts_from_its_own_creation():
+    """Collapsing leaves one write for two records; the older one waited longer for it."""
+    batch = metrics.BatchMetrics(wall=lambda: T0)
+    records = [created_at(put("a", 1), T0 - 10.0), created_at(put("a", 2), T0 - 1.0)]
+    latest, _ = collapse([change_of(r, n, "things") for n, r in enumerate(records)])
+    batch.acknowledged("things", "a", T0 * 1000)
+    batch.observe_applied(records, latest)
+    assert batch.replication_lag_ms == 10_000.0
+
+
+def test_with_dual_writes_the_last_acknowledgement_counts():
+    batch = metrics.BatchMetrics(wall=lambda: T0)
+    batch.acknowledged("things", "a", 5_000.0)
+    batch.acknowledged("things", "a", 7_000.0)
+    batch.acknowledged("things", "a", 6_000.0)
+    assert batch.acknowledged_ms[("things", "a")] == 7_000.0
+
+
+def test_records_without_a_time_give_no_lag_and_skew_gives_zero():
+    assert metrics.replication_lag_ms([]) is None
+    assert metrics.replication_lag_ms([(2_000.0, 1_500.0)]) == 0.0
+    assert metrics.oldest_age_ms([{"dynamodb": {}}, "junk", {"dynamodb": {"ApproximateCreationDateTime": "x"}}],
+                                 T0) is None
+    assert metrics.oldest_age_ms([created_at(remove("a", 1), T0 + 5)], T0 * 1000) == 0.0
+
+
+def test_moto_s_millisecond_times_are_kept():
+    assert metrics.created_ms(created_at(put("a", 1), 1795737074.123)) == pytest.approx(1795737074123.0)
+
+
+def test_the_alias_is_the_configured_one_or_the_stream_s_table():
+    records = [record("INSERT", {"pk": {"S": "a"}}, {"pk": {"S": "a"}})]
+    assert metrics.batch_alias(records, "mine") == "mine"
+    assert metrics.batch_alias(records, None) == "things"
+    assert metrics.batch_alias([], None) == metrics.batch_alias([{"eventSourceARN": 5}], None) == "unknown"
+
+
+def test_settings_turn_metrics_off_and_name_the_namespace():
+    assert Settings.from_env({}).metrics is True
+    assert Settings.from_env({}).metrics_namespace == "DynamoDBIndexer"
+    assert Settings.from_env({"METRICS": "off"}).metrics is False
+    assert Settings.from_env({"METRICS_NAMESPACE": "Shop/Search"}).metrics_namespace == "Shop/Search"
+    assert Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "prod-indexer"}).function_name == "prod-indexer"
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"METRICS": "sometimes"}, "METRICS must be on or off"),
+    ({"METRICS_NAMESPACE": "AWS/Lambda"}, "reserved for AWS"),
+    ({"METRICS_NAMESPACE": "has space"}, "METRICS_NAMESPACE"),
+    ({"METRICS_NAMESPACE": "x" * 256}, "METRICS_NAMESPACE"),
+])
+def test_bad_metrics_settings_fail_in_one_line(env, named):
+    with pytest.raises(SettingsError, match=named) as caught:
+        Settings.from_env(env)
+    assert "\n" not in str(caught.value)
