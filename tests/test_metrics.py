@@ -169,3 +169,41 @@ def test_bad_metrics_settings_fail_in_one_line(env, named):
     with pytest.raises(SettingsError, match=named) as caught:
         Settings.from_env(env)
     assert "\n" not in str(caught.value)
+
+
+# -- local sync's live line ----------------------------------------------------------------------
+
+from indexer.localsync.figures import LiveFigures, Window, figures_line  # noqa: E402
+
+
+def test_the_live_line_sums_counts_and_keeps_the_worst_lag():
+    window = Window()
+    window.add({"RecordsReceived": 6, "RecordsIndexed": 4, "RecordsDeleted": 1, "RecordsStale": 1,
+                "BulkRequests": 1, "BulkBytes": 4096, "BulkLatency": 12.0, "ReplicationLag": 850.0,
+                "OldestRecordAge": 400.0})
+    window.add({"RecordsReceived": 4, "RecordsIndexed": 2, "RecordsDeadLettered": 1, "RecordsFailed": 1,
+                "VersionConflicts": 2, "BulkRequests": 2, "BulkBytes": 4096, "BulkLatency": [3.0, 40.0],
+                "ReplicationLag": 2500.0})
+    assert figures_line(window, 5.0) == (
+        "metrics, last 5 s: 10 records (2/s) in 2 invocations: 6 indexed, 1 deleted, 1 stale, "
+        "1 dead-lettered, 1 failed | replication lag max 2.5 s | oldest record at batch start 400 ms | "
+        "bulk 3 requests, 8 KiB, latency p50 12 ms max 40 ms, version conflicts 2")
+
+
+def test_an_idle_window_says_so():
+    assert figures_line(Window(), 5.0) == "metrics, last 5 s: no records"
+
+
+def test_a_line_is_written_once_the_interval_has_passed():
+    now = [100.0]
+    lines: list[str] = []
+    live = LiveFigures(5.0, lines.append, clock=lambda: now[0])
+    live.add({"RecordsReceived": 1})
+    now[0] = 104.9
+    live.tick()
+    assert lines == []
+    now[0] = 105.0
+    live.tick()
+    assert len(lines) == 1 and "1 records" in lines[0]
+    live.tick(force=True)  # nothing new since: no line
+    assert len(lines) == 1
