@@ -207,3 +207,47 @@ def test_a_line_is_written_once_the_interval_has_passed():
     assert len(lines) == 1 and "1 records" in lines[0]
     live.tick(force=True)  # nothing new since: no line
     assert len(lines) == 1
+
+
+# -- replay --metrics: the summaries' figures --------------------------------------------------------
+
+from replay import metrics as replay_metrics  # noqa: E402
+from replay.full import Rebuilt  # noqa: E402
+from replay.redrive.report import Summary as RedriveSummary  # noqa: E402
+from replay.verify import Drift, Verified  # noqa: E402
+
+
+def drift(missing: int, differing: int, extra: int, unconvertible: int) -> Drift:
+    return Drift(missing={f"m{n}": {} for n in range(missing)}, differing={f"d{n}": {} for n in range(differing)},
+                 extra={f"e{n}": None for n in range(extra)}, unconvertible=[("k", "why")] * unconvertible)
+
+
+def test_verify_drift_is_missing_plus_differing_plus_extra_and_fix_adds_its_counts():
+    found = Verified("things", "Things", drift(2, 1, 3, 4), 10)
+    assert replay_metrics.verify_figures(found) == {
+        "Drift": 6, "DocumentsMissing": 2, "DocumentsDiffering": 1, "DocumentsExtra": 3, "ItemsUnconvertible": 4}
+    fixed = replay_metrics.verify_figures(Verified("things", "Things", drift(2, 1, 3, 0), 10, fixed=(5, 1)))
+    assert (fixed["DocumentsFixed"], fixed["DocumentsNotFixed"]) == (5, 1)
+
+
+def test_redrive_counts_every_outcome_including_those_that_did_not_occur():
+    figures = replay_metrics.redrive_figures({"messages": 3, "redriven": 2, "parked": 1, "records_indexed": 4})
+    assert figures["MessagesRedriven"] == 2 and figures["MessagesParked"] == 1 and figures["MessagesGone"] == 0
+    assert set(figures) == set(replay_metrics.REDRIVE_UNITS)
+
+
+def test_a_dry_run_redrive_has_no_metrics_line():
+    assert replay_metrics.summary_line(RedriveSummary("https://q", dry_run=True), {}) is None
+
+
+def test_a_command_summary_line_follows_the_specification_on_an_injected_clock():
+    rebuilt = Rebuilt(alias="things", index="things-r1", scanned=10, created=9, stale=1, failed=[], seconds=2.5,
+                      previous=[], kept_previous=False)
+    line = replay_metrics.summary_line(rebuilt, {"METRICS_NAMESPACE": "Shop/Search"}, clock=lambda: T0)
+    document = emf_spec.check(line)
+    assert document["_aws"]["Timestamp"] == int(T0 * 1000)
+    assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Shop/Search"
+    assert (document["Alias"], document["Command"], document["ItemsScanned"], document["Duration"]) == (
+        "things", "full", 10, 2.5)
+    units = {d["Name"]: d["Unit"] for d in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert units["Duration"] == "Seconds" and units["ItemsScanned"] == "Count"
