@@ -622,9 +622,12 @@ def test_an_s3_upload_becomes_searchable_and_its_deletion_disappears(aws_server,
         es_client.indices.delete(index=f"{alias}-*", ignore_unavailable=True, allow_no_indices=True)
     output = log.read_text(encoding="utf-8")
     assert process.returncode == 0, output[-3000:]
-    events = [json.loads(line)["event"] for line in output.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines if "_aws" not in line]
     assert events[0] in ("shard_started", "local_sync_started") and events[-1] == "local_sync_stopped"
     assert "batch_done" in events  # the project's handler ran
+    # Beside each batch_done log line, the handler's metrics (an EMF line) on the same stdout.
+    assert len([line for line in lines if "_aws" in line]) == events.count("batch_done")
 
 
 @pytest.mark.es
