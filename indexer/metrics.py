@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from .records import table_of
+from .records import Change, table_of
 
 DEFAULT_NAMESPACE = "DynamoDBIndexer"
 #: EMF's limits: at most 100 values in one metric's array and 100 metrics in one directive.
@@ -115,8 +115,8 @@ class BatchMetrics:
     def observe_records(self, records: Sequence[Any]) -> None:
         self.oldest_record_age_ms = oldest_age_ms(records, self.started_ms)
 
-    def observe_applied(self, records: Sequence[Any], applied: Iterable[Any]) -> None:
-        """The lag of the applied changes (``indexer.records.Change``), from their records."""
+    def observe_applied(self, records: Sequence[Any], applied: Iterable[Change]) -> None:
+        """The lag of the applied changes, from the creation times of the records each covers."""
         pairs = []
         for change in applied:
             acked = self.acknowledged_ms.get((change.alias, change.doc_id))
