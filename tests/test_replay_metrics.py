@@ -72,3 +72,10 @@ def test_redrive_reports_messages_by_outcome(sync, capsys):
     assert document["Alias"] == sync.alias
     assert (document["Messages"], document["MessagesStale"], document["MessagesRedriven"],
             document["MessagesFailedAgain"]) == (1, 1, 0, 0)
+
+
+def test_metrics_is_refused_where_there_is_no_summary(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--list-orphans", "--metrics"])
+    assert exited.value.code == 2
+    assert "--metrics belongs to --full / --verify / --redrive" in capsys.readouterr().err
