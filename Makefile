@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 # The integration suites that reach the cluster only through the product's store: they run
 # a second time against OpenSearch.
-BACKEND_SUITES := tests/test_handler.py tests/test_conflicts.py tests/test_malformed.py \
+BACKEND_SUITES := tests/test_handler.py tests/test_handler_metrics.py tests/test_conflicts.py tests/test_malformed.py \
 	tests/test_ordering_property.py tests/test_replay.py tests/test_replay_process.py \
 	tests/test_redrive.py tests/test_localsync.py
 

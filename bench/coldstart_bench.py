@@ -45,6 +45,31 @@ assert first == second == {"batchItemFailures": []}, (first, second)
 print(json.dumps({"import": t1 - t0, "first": t2 - t1, "second": t3 - t2, "modules": sorted(sys.modules)}))
 """
 
+#: Ours, then what Powertools' Metrics would add (issue 15 chose our own EMF code by this):
+#: its import, and its first use to emit the handler's metrics for one batch.
+POWERTOOLS = """
+import io, json, sys, time, contextlib
+t0 = time.perf_counter()
+import indexer.handler
+t1 = time.perf_counter()
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+t2 = time.perf_counter()
+metrics = Metrics(namespace="DynamoDBIndexer")
+metrics.add_dimension(name="Alias", value="bench-coldstart")
+for name in ("RecordsReceived", "RecordsIndexed", "RecordsDeleted", "RecordsStale", "RecordsDeadLettered",
+             "RecordsFailed", "VersionConflicts", "BulkRequests"):
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+metrics.add_metric(name="BulkLatency", unit=MetricUnit.Milliseconds, value=12.5)
+metrics.add_metric(name="BulkBytes", unit=MetricUnit.Bytes, value=1000)
+metrics.add_metric(name="ReplicationLag", unit=MetricUnit.Milliseconds, value=850.0)
+with contextlib.redirect_stdout(io.StringIO()):
+    metrics.flush_metrics()
+t3 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "powertools_import": t2 - t1, "powertools_first_emit": t3 - t2,
+                  "modules": sorted(sys.modules)}))
+"""
+
 FLOOR = """
 import json, os, sys, time
 event = json.load(open(sys.argv[1]))
@@ -123,11 +148,13 @@ def main() -> int:
         env = common.child_environment(es_url)
         env.update(INDEX_NAME=ALIAS, FLOOR_INDEX=FLOOR_INDEX)
         codes = {"ours": OURS, "floor": FLOOR}
-        samples: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
+        if common.importable("aws_lambda_powertools"):
+            codes["powertools"] = POWERTOOLS
+        samples: dict[str, list[dict[str, Any]]] = {name: [] for name in codes}
         for name in codes:  # warm the bytecode caches
             run_child(codes[name], event_path, env)
         for run in range(args.runs):
-            for name in (["ours", "floor"] if run % 2 == 0 else ["floor", "ours"]):
+            for name in (list(codes) if run % 2 == 0 else list(codes)[::-1]):
                 samples[name].append(run_child(codes[name], event_path, env))
             print(f"run {run + 1:>2}: import ours {samples['ours'][-1]['import'] * 1000:6.1f} ms, "
                   f"floor {samples['floor'][-1]['import'] * 1000:6.1f} ms", flush=True)
@@ -142,7 +169,7 @@ def main() -> int:
     ours_modules = set(samples["ours"][0]["modules"])
     difference = ms("ours", "import") - ms("floor", "import")
     total = {name: round(common.median([s["import"] + s["first"] for s in samples[name]]) * 1000, 1)
-             for name in samples}
+             for name in ("ours", "floor")}
     figures = {
         "benchmark": "coldstart", "runs": args.runs,
         "ours_import_ms": ms("ours", "import"), "floor_import_ms": ms("floor", "import"),
@@ -155,6 +182,9 @@ def main() -> int:
         "ours_imports_boto3": "boto3" in ours_modules,
         "noise": {"ours": noise("ours", "import"), "floor": noise("floor", "import")},
     }
+    if samples.get("powertools"):
+        figures["powertools_metrics_import_ms"] = ms("powertools", "powertools_import")
+        figures["powertools_metrics_first_emit_ms"] = ms("powertools", "powertools_first_emit")
     print(f"\nmedians of {args.runs} fresh processes per side:")
     print(f"  floor: import boto3, elasticsearch   {figures['floor_import_ms']:7.1f} ms  {figures['noise']['floor']}")
     print(f"  ours:  import indexer.handler        {figures['ours_import_ms']:7.1f} ms  {figures['noise']['ours']}"
@@ -165,6 +195,10 @@ def main() -> int:
           f"floor {figures['floor_second_invocation_ms']} ms")
     print(f"  import + first invocation:    ours {total['ours']} ms, floor {total['floor']} ms")
     print(f"  boto3 imported by the handler's cold path: {'yes' if figures['ours_imports_boto3'] else 'no'}")
+    if "powertools_metrics_import_ms" in figures:
+        print(f"  Powertools Metrics instead of our EMF code would add: import "
+              f"{figures['powertools_metrics_import_ms']} ms, first emit {figures['powertools_metrics_first_emit_ms']} ms "
+              f"({common.spread([s['powertools_import'] for s in samples['powertools']])})")
     common.write_json(args.json, figures)
     return 0
 

@@ -126,6 +126,13 @@ class LambdaContext:
         return max(int((self._deadline - time.monotonic()) * 1000), 0)
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here (optional comparisons need their package)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

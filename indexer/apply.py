@@ -25,6 +25,7 @@ from tenacity import (
 from .actions import Outcome, Write, bulk_body, is_stale, item_results, older_than_snapshot, stale_against_snapshot
 from .errors import ClusterError, MissingIndex, RecordError, RetryableError
 from .layout import FixedTargets, Targets
+from .metrics import BatchMetrics
 from .records import Change
 from .search import Store
 from .settings import DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_MAX_ATTEMPTS, Settings
@@ -98,7 +99,9 @@ def _chunks(writes: list[Write], max_bytes: int) -> list[list[Write]]:
 class _Round:
     """The state of one ``apply`` call, carried across retry attempts."""
 
-    def __init__(self, store: Store, deadline: Deadline, policy: RetryPolicy, max_bytes: int) -> None:
+    def __init__(self, store: Store, deadline: Deadline, policy: RetryPolicy, max_bytes: int,
+                 metrics: BatchMetrics) -> None:
+        self.metrics = metrics
         self.store = store
         self.deadline = deadline
         self.policy = policy
@@ -154,12 +157,17 @@ class _Round:
         conflicts: list[_Unit] = []
         retries: list[_Unit] = []
         for chunk in _chunks(writes, self.max_bytes):
-            response = self.store.bulk(bulk_body(chunk), self.timeout())
+            body = bulk_body(chunk)
+            sent = self.metrics.bulk_sent()
+            response = self.store.bulk(body, self.timeout())
+            answered = self.metrics.bulk_answered(sent, len(body))
             for write, result in zip(chunk, item_results(response, len(chunk))):
                 unit = _Unit(write.index, write.change)
                 if result.outcome is Outcome.APPLIED:
                     self._settle(unit, "applied")
+                    self.metrics.acknowledged(write.change.alias, write.change.doc_id, answered)
                 elif result.outcome is Outcome.CONFLICT:
+                    self.metrics.version_conflicts += 1
                     if write.change.snapshot:
                         self._settle(unit, "stale")
                     else:
@@ -200,12 +208,13 @@ def apply(
     policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
     max_bytes: int = BULK_MAX_BYTES,
+    metrics: BatchMetrics | None = None,
 ) -> Result:
     """Apply ``changes`` (at most one per document) to every target index of their aliases."""
     result = Result()
     if not changes:
         return result
-    state = _Round(store, deadline, policy, max_bytes)
+    state = _Round(store, deadline, policy, max_bytes, metrics or BatchMetrics())
     retrying = Retrying(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(policy.max_attempts)

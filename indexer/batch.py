@@ -16,6 +16,7 @@ from . import deadletter
 from .apply import Deadline, RetryPolicy, apply
 from .errors import DeadLetterError, RecordError
 from .layout import Targets
+from .metrics import BatchMetrics, batch_alias
 from .records import Change, change_of, collapse, records_of
 from .search import Store
 
@@ -33,6 +34,10 @@ class Summary:
     failed: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     error: str = ""
+    #: What the batch did to the cluster (requests, bytes, latency, conflicts, lag).
+    metrics: BatchMetrics = field(default_factory=BatchMetrics)
+    #: The alias the batch wrote to (a metric dimension).
+    alias: str = ""
 
     def response(self) -> dict[str, Any]:
         return {"batchItemFailures": self.failures}
@@ -61,8 +66,8 @@ class Pipeline:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], Any] = deadletter.now
 
-    def run(self, event: Any, deadline: Deadline) -> Summary:
-        summary = Summary()
+    def run(self, event: Any, deadline: Deadline, metrics: BatchMetrics | None = None) -> Summary:
+        summary = Summary(metrics=metrics or BatchMetrics(), alias=self.default_alias or "unknown")
         try:
             records = records_of(event)
         except RecordError as error:
@@ -72,6 +77,8 @@ class Pipeline:
             log.warning("event_dead_lettered", reason=error.message)
             return summary
         summary.records = len(records)
+        summary.alias = batch_alias(records, self.default_alias)
+        summary.metrics.observe_records(records)
 
         changes: list[Change] = []
         letters: dict[int, deadletter.Letter] = {}
@@ -82,7 +89,9 @@ class Pipeline:
                 letters[position] = deadletter.Letter(record, error)
 
         latest, summary.superseded = collapse(changes)
-        result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep)
+        result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep,
+                       metrics=summary.metrics)
+        summary.metrics.observe_applied(records, result.applied)
         summary.stale = len(result.stale)
         for change in result.applied:
             if change.delete:

@@ -7,14 +7,15 @@ reused while the container stays warm. Configure the event source mapping with
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import structlog
 
-from . import logs
+from . import logs, metrics
 from .apply import Deadline, RetryPolicy
-from .batch import Pipeline
+from .batch import Pipeline, Summary
 from .settings import Settings
 
 log = structlog.get_logger("indexer.handler")
@@ -23,6 +24,8 @@ log = structlog.get_logger("indexer.handler")
 RESERVE_SECONDS = 3.0
 
 _container: tuple[Pipeline, Settings] | None = None
+#: Also handed each invocation's figures (metric name → value), e.g. local sync's live view.
+listeners: list[Callable[[Mapping[str, metrics.Value]], None]] = []
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -81,10 +84,25 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """Apply a DynamoDB Streams batch; return Lambda's partial-batch response."""
     started = time.perf_counter()
     current, settings = container()
-    summary = current.run(event, deadline_of(context, settings.time_budget))
+    summary = current.run(event, deadline_of(context, settings.time_budget), metrics.BatchMetrics())
     fields: dict[str, Any] = dict(summary.counts())
     fields["ms"] = round((time.perf_counter() - started) * 1000, 1)
     if summary.error:
         fields["error"] = summary.error[:500]
     log.info("batch_done", **fields)
+    publish(summary, settings)
     return summary.response()
+
+
+def publish(summary: Summary, settings: Settings) -> None:
+    """The invocation's metrics: one EMF line on stdout (CloudWatch Logs extracts the metrics
+    from Lambda's log stream), and the figures to each of :data:`listeners`."""
+    figures = metrics.handler_figures(summary.counts(), summary.metrics)
+    for listener in listeners:
+        listener(figures)
+    if settings.metrics:
+        document = metrics.emf_document(
+            figures, metrics.HANDLER_UNITS, settings.metrics_namespace,
+            metrics.dimensions(summary.alias, settings.function_name), summary.metrics.wall() * 1000,
+        )
+        print(metrics.emf_line(document), file=sys.stdout, flush=True)

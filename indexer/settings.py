@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from . import redact
 from .errors import SettingsError
+from .metrics import DEFAULT_NAMESPACE, namespace_problem
 from .records import alias_problem
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -70,6 +71,11 @@ class Settings:
     time_budget: float = DEFAULT_TIME_BUDGET
     #: How long the live path trusts its lookup of the indices to write; a rebuild waits longer.
     targets_ttl: float = DEFAULT_TARGETS_TTL
+    #: Print CloudWatch embedded-metric-format lines (``METRICS=off`` turns them off).
+    metrics: bool = True
+    metrics_namespace: str = DEFAULT_NAMESPACE
+    #: The Lambda function's name (``AWS_LAMBDA_FUNCTION_NAME``, set by Lambda): a metric dimension.
+    function_name: str | None = None
 
     def required(self, name: str) -> str:
         """The value of the optional setting ``name`` (e.g. ``"dlq_url"``) for an entry point
@@ -166,6 +172,14 @@ class Settings:
 
         level = log_level(env)
 
+        metrics = (get("METRICS") or "on").lower()
+        if metrics not in _TRUE | _FALSE:
+            raise SettingsError(f"METRICS must be on or off, got {metrics!r}")
+        namespace = get("METRICS_NAMESPACE") or DEFAULT_NAMESPACE
+        problem = namespace_problem(namespace)
+        if problem:
+            raise SettingsError(f"METRICS_NAMESPACE {namespace!r:.80} cannot name a CloudWatch namespace: {problem}")
+
         return cls(
             elasticsearch_url=url.rstrip("/"),
             api_key=api_key,
@@ -188,6 +202,9 @@ class Settings:
             retry_max_attempts=int(_positive(get, "RETRY_MAX_ATTEMPTS", DEFAULT_RETRY_MAX_ATTEMPTS)),
             time_budget=_positive(get, "TIME_BUDGET_SECONDS", DEFAULT_TIME_BUDGET),
             targets_ttl=_positive(get, "TARGETS_TTL_SECONDS", DEFAULT_TARGETS_TTL),
+            metrics=metrics in _TRUE,
+            metrics_namespace=namespace,
+            function_name=get("AWS_LAMBDA_FUNCTION_NAME"),
         )
 
 

@@ -75,6 +75,10 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
     flags = _ModeFlags()
+    # Output, not an option of the operations: the shell prints the result's metrics line.
+    flags.add(common, "--metrics", (FULL, VERIFY, REDRIVE), action="store_true",
+              help="--full, --verify, --redrive: also print the summary as one CloudWatch embedded-metric-format "
+                   "line on stdout (namespace METRICS_NAMESPACE, dimensions Alias and Command)")
     full = p.add_argument_group("--full")
     flags.add(full, "--segments", (FULL, VERIFY), type=positive_int,
               help=f"parallel scan segments, --full and --verify (default {FullOptions.segments})")
@@ -139,23 +143,29 @@ def run(mode: str, args: argparse.Namespace) -> int:
     if mode == FULL:
         from replay import full
 
-        rebuilt = full.run(options(full.FullOptions, args), env, say)
-        lines, code = rebuilt.lines(), EXIT_FAILED if rebuilt.failed else EXIT_OK
+        result: Any = full.run(options(full.FullOptions, args), env, say)
+        lines, code = result.lines(), EXIT_FAILED if result.failed else EXIT_OK
     elif mode == VERIFY:
         from replay import verify
 
-        verified = verify.run(options(verify.VerifyOptions, args), env)
-        lines, code = verified.lines(), EXIT_OK if verified.in_sync() else EXIT_FAILED
+        result = verify.run(options(verify.VerifyOptions, args), env)
+        lines, code = result.lines(), EXIT_OK if result.in_sync() else EXIT_FAILED
     elif mode == REDRIVE:
         from replay.redrive import command
         from replay.redrive.report import text
 
-        summary = command.run(options(command.RedriveOptions, args), env, say)
-        lines, code = [text(summary)], summary.exit_code()
+        result = command.run(options(command.RedriveOptions, args), env, say)
+        lines, code = [text(result)], result.exit_code()
     else:
         from replay.full import list_orphans
 
         lines, code = list_orphans(env, clean=bool(args.clean_orphans)).lines(), EXIT_OK
+    if args.metrics:
+        from replay.metrics import summary_line
+
+        emf = summary_line(result, env)
+        if emf is not None:
+            lines.append(emf)
     for line in lines:
         say(line)
     return code

@@ -129,7 +129,7 @@ class Demo:
 
     def start_sync(self) -> None:
         command = [sys.executable, "-m", "indexer", "sync", "--table", TABLE,
-                   "--state", str(self.work / "local-sync.json"), "--poll-interval", "0.1"]
+                   "--state", str(self.work / "local-sync.json"), "--poll-interval", "0.1", "--metrics-every", "5"]
         with step("starting local sync: python -m indexer sync --table Assets (Lambda's event source mapping, locally)"):
             log = open(self.sync_log, "w", encoding="utf-8")
             process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -142,6 +142,26 @@ class Demo:
                     raise StepFailed("starting local sync", f"it did not start: {self.sync_tail()}")
                 time.sleep(0.1)
             note(f"pid {process.pid}, JSON logs in {self.sync_log}")
+
+    def metric_lines(self) -> list[dict[str, Any]]:
+        """The handler's EMF lines in local sync's log so far (one per invocation)."""
+        try:
+            text = self.sync_log.read_text(encoding="utf-8")
+        except OSError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.startswith('{"_aws"')]
+
+    def handler_lag(self, seen: int) -> str:
+        """What the invocations after the first ``seen`` measured: the worst replication lag."""
+        deadline = time.monotonic() + 10
+        while len(self.metric_lines()) <= seen and time.monotonic() < deadline:
+            time.sleep(0.05)  # the line follows the write it measures by a moment
+        new = self.metric_lines()[seen:]
+        lags = [line["ReplicationLag"] for line in new if "ReplicationLag" in line]
+        if not lags:
+            return "handler metrics: no write measured"
+        return (f"handler metrics: ReplicationLag {max(lags):.0f} ms over {len(new)} invocation(s) "
+                "(table write -> acknowledged by search; record times are whole seconds, as Lambda gives them)")
 
     def sync_tail(self, lines: int = 5) -> str:
         try:
@@ -161,6 +181,7 @@ class Demo:
     def change(self, name: str, action: Callable[[], None], expected: Callable[[dict[str, dict[str, Any]]], bool]) -> None:
         """Make a change, then poll search until it shows; print the documents and the time."""
         with step(name):
+            seen = len(self.metric_lines())
             started = time.perf_counter()
             action()
             while True:
@@ -172,6 +193,7 @@ class Demo:
                                            f"search has {sorted(docs)}; local sync log: {self.sync_tail()}")
                 time.sleep(0.05)
             note(f"visible in search after {(time.perf_counter() - started) * 1000:.0f} ms")
+            note(self.handler_lag(seen))
             for doc_id in sorted(docs):
                 shown = {k: docs[doc_id][k] for k in SHOWN_FIELDS if k in docs[doc_id]}
                 note(f"{doc_id:<28} {json.dumps(shown, ensure_ascii=False)}")

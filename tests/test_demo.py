@@ -36,6 +36,8 @@ def test_the_demo_follows_s3_and_table_changes_into_search_then_replays_verifies
     assert any(s.startswith("python -m replay --full") for s in steps)
     assert any(s.startswith("python -m replay --verify") for s in steps)
     assert len(re.findall(r"visible in search after \d+ ms", out)) == 5
+    # The handler's own figure for each change (its EMF lines in local sync's log).
+    assert len(re.findall(r"handler metrics: ReplicationLag \d+ ms", out)) == 5
     assert '"tags": ["animal", "cute"]' in out
     assert "docs/ünïcode — 日本.txt" in out
     assert len(re.findall(r"table Assets has 2 items, the alias \S+ shows 2 documents", out)) == 2

@@ -52,6 +52,7 @@ NOT_DEPLOYED = {
     "ELASTICSEARCH_API_KEY": "local runs: a deployment reads its credentials from ELASTICSEARCH_SECRET_ARN",
     "ELASTICSEARCH_USERNAME": "local runs: a deployment reads its credentials from ELASTICSEARCH_SECRET_ARN",
     "ELASTICSEARCH_PASSWORD": "local runs: a deployment reads its credentials from ELASTICSEARCH_SECRET_ARN",
+    "AWS_LAMBDA_FUNCTION_NAME": "set by the Lambda runtime (a metric dimension)",
 }
 #: What the Lambda runtime sets in every function's environment (the role's credentials among it).
 LAMBDA_RUNTIME_ENV = {
@@ -927,6 +928,10 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
     item = boto3.client("dynamodb").get_item(TableName=outputs["TableName"], Key={"key": {"S": "cats/tom.jpg"}})["Item"]
     assert item["content_type"] == {"S": "image/jpeg"}
 
+    # The dashboard's body is valid JSON once CloudFormation substitutes it, naming this function.
+    body = boto3.client("cloudwatch").get_dashboard(DashboardName=outputs["IndexerDashboardName"])["DashboardBody"]
+    assert f'"{indexer["FunctionName"]}"' in body and json.loads(body)["widgets"]
+
 
 def _outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
@@ -991,3 +996,77 @@ def test_a_kms_key_option_covers_the_functions_environment_and_the_alarm_topic(p
     assert resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == key
     # Without the param, AWS managed keys: nothing names a key.
     assert "KmsKeyArn" not in packaged.template["Resources"]["IndexerLambdaFunction"]["Properties"]
+# ---------------------------------------------------------------- metrics: dashboard and alarms
+
+
+#: What the dashboard must show (issue 15): lag, throughput, dead letters, failures, bulk latency.
+DASHBOARD_METRICS = {"ReplicationLag", "OldestRecordAge", "RecordsReceived", "RecordsIndexed", "RecordsDeadLettered",
+                     "RecordsFailed", "BulkLatency", "VersionConflicts"}
+
+
+def _dashboard(packaged: Packaged, function_name: str = "the-function") -> dict[str, Any]:
+    """The dashboard body as CloudFormation substitutes it, parsed."""
+    body, variables = packaged.template["Resources"]["IndexerDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = {**variables, "AWS::Region": "us-east-1", "IndexerLambdaFunction": function_name,
+             "DeadLetterQueue.QueueName": "the-queue"}
+    text = re.sub(r"\$\{([^}]+)\}", lambda m: str(names[m.group(1)]), body)
+    return json.loads(text)
+
+
+def _emitted_dimensions(packaged: Packaged, function_name: str) -> dict[str, str]:
+    """The dimensions the deployed handler puts on its metrics."""
+    from indexer import metrics
+
+    return metrics.dimensions(packaged.env("IndexerLambdaFunction")["INDEX_NAME"], function_name)
+
+
+def test_the_dashboard_graphs_the_metrics_the_handler_emits(packaged: Packaged) -> None:
+    from indexer.metrics import HANDLER_UNITS
+
+    env = packaged.env("IndexerLambdaFunction")
+    assert env["METRICS"] == "on"
+    rows = [row for widget in _dashboard(packaged)["widgets"] for row in widget["properties"]["metrics"]]
+    ours: set[str] = set()
+    for row in rows:
+        namespace, name, *dims = [item for item in row if not isinstance(item, dict)]
+        if namespace == env["METRICS_NAMESPACE"]:
+            assert name in HANDLER_UNITS, name
+            assert dict(zip(dims[::2], dims[1::2])) == _emitted_dimensions(packaged, "the-function"), name
+            ours.add(name)
+        else:
+            assert (namespace, name) in {("AWS/Lambda", "IteratorAge"), ("AWS/Lambda", "Errors"),
+                                         ("AWS/SQS", "ApproximateNumberOfMessagesVisible")}
+    assert DASHBOARD_METRICS <= ours
+    assert any(row[:2] == ["AWS/Lambda", "IteratorAge"] for row in rows)
+
+
+def test_alarms_watch_lag_failures_and_dead_letters_as_the_handler_emits_them(packaged: Packaged) -> None:
+    from indexer.metrics import HANDLER_UNITS
+
+    env = packaged.env("IndexerLambdaFunction")
+    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in packaged.resources("AWS::CloudWatch::Alarm").values()
+              if a["Properties"]["Namespace"] == env["METRICS_NAMESPACE"]}
+    assert set(alarms) == {"ReplicationLag", "RecordsFailed", "RecordsDeadLettered"}
+    for name, alarm in alarms.items():
+        assert name in HANDLER_UNITS
+        dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        assert dimensions["FunctionName"] == {"Ref": "IndexerLambdaFunction"}
+        # An alarm matches only the exact dimension set the metric is emitted with.
+        assert dimensions == {**_emitted_dimensions(packaged, "fn"), "FunctionName": {"Ref": "IndexerLambdaFunction"}}
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}] and alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarms["ReplicationLag"]["Threshold"] == 60000 and alarms["ReplicationLag"]["Statistic"] == "Maximum"
+    assert (alarms["RecordsFailed"]["Statistic"], alarms["RecordsFailed"]["Threshold"]) == ("Sum", 0)
+    assert (alarms["RecordsDeadLettered"]["Statistic"], alarms["RecordsDeadLettered"]["Threshold"]) == ("Sum", 0)
+    annotation = _dashboard(packaged)["widgets"][0]["properties"]["annotations"]["horizontal"][0]["value"]
+    assert annotation == alarms["ReplicationLag"]["Threshold"]
+
+
+def test_the_lag_alarm_threshold_is_a_param(tmp_path: Path) -> None:
+    run = _package({"replicationLagAlarmMilliseconds": "5000", "metricsNamespace": "Shop/Search"}, tmp_path, offline=False)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    template = json.loads((tmp_path / "cloudformation-template-update-stack.json").read_text())
+    alarm = template["Resources"]["ReplicationLagAlarm"]["Properties"]
+    assert (float(alarm["Threshold"]), alarm["Namespace"]) == (5000.0, "Shop/Search")
+    env = template["Resources"]["IndexerLambdaFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["METRICS_NAMESPACE"] == "Shop/Search"

@@ -622,6 +622,25 @@ def test_an_s3_upload_becomes_searchable_and_its_deletion_disappears(aws_server,
         es_client.indices.delete(index=f"{alias}-*", ignore_unavailable=True, allow_no_indices=True)
     output = log.read_text(encoding="utf-8")
     assert process.returncode == 0, output[-3000:]
-    events = [json.loads(line)["event"] for line in output.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines if "_aws" not in line]
     assert events[0] in ("shard_started", "local_sync_started") and events[-1] == "local_sync_stopped"
     assert "batch_done" in events  # the project's handler ran
+    # Beside each batch_done log line, the handler's metrics (an EMF line) on the same stdout.
+    assert len([line for line in lines if "_aws" in line]) == events.count("batch_done")
+
+
+@pytest.mark.es
+def test_the_handlers_metrics_are_summed_on_the_terminal(sync, table, tmp_path, capsys):
+    write(table, *HISTORY)
+    options = localsync.SyncOptions(table=table, handler=Flaky(), state=tmp_path / "state.json", once=True,
+                                    poll_interval=0.01, mapping=MappingConfig(batch_size=4), metrics_every=3600)
+    localsync.run(options)
+    # One window longer than the run: the last line, written on the way out, covers all three batches.
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("metrics, last")]
+    assert "10 records" in line and "in 3 invocations" in line and "0 dead-lettered, 0 failed" in line
+    # Batch 2 re-inserts b over its own document: one blind create conflicts, then a second bulk.
+    assert "replication lag max" in line and "bulk 4 requests" in line and "version conflicts 1" in line
+    from indexer import handler as project
+
+    assert project.listeners == []  # removed when the sync ends

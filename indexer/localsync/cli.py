@@ -87,6 +87,9 @@ def parser() -> argparse.ArgumentParser:
     running.add_argument("--stop-after", type=number(float, 0), metavar="SECONDS",
                          help="stop after this long (finishing the current batch)")
     running.add_argument("--no-progress", action="store_true", help="no progress counter, even on a terminal")
+    running.add_argument("--metrics-every", type=number(float, 0), metavar="SECONDS",
+                         help="print the handler's metrics (records by outcome, replication lag, bulk latency) "
+                              "on stderr every this many seconds; 0 never (default: 5 on a terminal, else 0)")
     return p
 
 
@@ -100,6 +103,14 @@ def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
         stop.set()
 
     return {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _metrics_every(flag: float | None) -> float:
+    """``--metrics-every``, or its default: every 5 s on a terminal, never otherwise (a log file
+    has the handler's EMF lines already)."""
+    if flag is not None:
+        return flag
+    return 5.0 if sys.stderr.isatty() else 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} sync: error: TABLE_NAME is required: set it or pass --table", file=sys.stderr)
         return EXIT_USAGE
     options = options_from(SyncOptions, args, table=table, mapping=options_from(MappingConfig, args),
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, metrics_every=_metrics_every(args.metrics_every))
     stop = threading.Event()
     previous = _stop_on_signals(stop)
     try:

@@ -22,6 +22,7 @@ from .checkpoints import TRIM_HORIZON, Checkpoints, ShardState
 from .delivery import Deliverer, Totals, backoff
 from ..errors import IndexerError, RetryableError, SettingsError
 from .esm import MappingConfig, StreamRecord, take_batch
+from .figures import LiveFigures
 from .lambdalike import Handler, OnFailureQueue, check_indexer_settings, load_handler
 from .shards import Shard, ready_shards
 from .streamreader import (
@@ -56,6 +57,8 @@ class SyncOptions:
     once: bool = False
     stop_after: float | None = None
     progress: bool = False
+    #: Print the handler's metrics every this many seconds on stderr (0: never).
+    metrics_every: float = 0.0
 
 
 @dataclass
@@ -99,6 +102,7 @@ class LocalSync:
         self._first_run = not checkpoints.knows(stream_arn)
         self._refreshed = 0.0
         self._progress: Any = None
+        self.figures: LiveFigures | None = None
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -126,11 +130,15 @@ class LocalSync:
                     continue
                 if self.options.once and not worked and all(c.idle for c in self.consumers.values()):
                     break
+                if self.figures is not None:
+                    self.figures.tick()
                 if not worked:
                     self.stop.wait(self.options.poll_interval)
         finally:
             if timer is not None:
                 timer.cancel()
+            if self.figures is not None:
+                self.figures.tick(force=True)
             if self._progress is not None:
                 self._progress.close()
         return self.totals
@@ -245,8 +253,15 @@ def run(options: SyncOptions, stop: threading.Event | None = None) -> Totals:
             sqs.get_queue_attributes(QueueUrl=options.on_failure, AttributeNames=["QueueArn"])
         on_failure = OnFailureQueue(options.on_failure, sqs)
     checkpoints = Checkpoints(options.state).open()
+    from .. import handler as project
+
+    listener = None
     try:
         sync = LocalSync(options, streams, stream_arn, handler, checkpoints, on_failure, stop)
+        if options.metrics_every > 0:
+            sync.figures = LiveFigures(options.metrics_every, _terminal_line)
+            listener = sync.figures.add
+            project.listeners.append(listener)
         with aws_errors("DynamoDB Streams", streams):
             sync.refresh()
         log.info("local_sync_started", table=options.table, stream_arn=stream_arn, state=str(options.state),
@@ -256,4 +271,15 @@ def run(options: SyncOptions, stop: threading.Event | None = None) -> Totals:
         log.info("local_sync_stopped", **asdict(totals))
         return totals
     finally:
+        if listener is not None:
+            project.listeners.remove(listener)
         checkpoints.close()
+
+
+def _terminal_line(text: str) -> None:
+    """A line on stderr, above the progress bar if there is one."""
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
