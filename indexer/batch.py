@@ -16,7 +16,7 @@ from . import deadletter
 from .apply import Deadline, RetryPolicy, apply
 from .errors import DeadLetterError, RecordError
 from .layout import Targets
-from .records import Change, change_of, collapse, records_of
+from .records import Head, head_of, newest_changes, records_of
 from .search import Store
 
 log = structlog.get_logger("indexer.batch")
@@ -73,15 +73,17 @@ class Pipeline:
             return summary
         summary.records = len(records)
 
-        changes: list[Change] = []
+        heads: list[Head] = []
         letters: dict[int, deadletter.Letter] = {}
         for position, record in enumerate(records):
             try:
-                changes.append(change_of(record, position, self.default_alias))
+                heads.append(head_of(record, position, self.default_alias))
             except RecordError as error:
                 letters[position] = deadletter.Letter(record, error)
 
-        latest, summary.superseded = collapse(changes)
+        latest, unconvertible, summary.superseded = newest_changes(heads)
+        for position, error in unconvertible.items():
+            letters[position] = deadletter.Letter(records[position], error)
         result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep)
         summary.stale = len(result.stale)
         for change in result.applied:
