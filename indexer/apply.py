@@ -22,12 +22,13 @@ from tenacity import (
     wait_random,
 )
 
-from .actions import Outcome, Write, bulk_body, is_stale, item_results
+from .actions import Current, Outcome, Write, bulk_body, is_stale, item_results
 from .errors import ClusterError, MissingIndex, RecordError, RetryableError
 from .layout import FixedTargets, Targets
 from .records import SNAPSHOT_SEQUENCE, Change
 from .search import Store
 from .settings import DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_MAX_ATTEMPTS, Settings
+from .written import WrittenCache
 
 log = structlog.get_logger("indexer.apply")
 
@@ -98,8 +99,11 @@ def _chunks(writes: list[Write], max_bytes: int) -> list[list[Write]]:
 class _Round:
     """The state of one ``apply`` call, carried across retry attempts."""
 
-    def __init__(self, store: Store, deadline: Deadline, policy: RetryPolicy, max_bytes: int) -> None:
+    def __init__(self, store: Store, deadline: Deadline, policy: RetryPolicy, max_bytes: int,
+                 written: WrittenCache | None = None) -> None:
         self.store = store
+        #: What this container wrote last; its entries stand in for the read (see written.py).
+        self.written = written if written is not None else WrittenCache(capacity=0)
         self.deadline = deadline
         self.policy = policy
         self.max_bytes = max_bytes
@@ -126,10 +130,21 @@ class _Round:
             # a plain ``create`` is the whole guard, and its conflict means "stale". An INSERT's
             # document usually does not exist yet either: its first try is a ``create`` too (the
             # guard's own decision for an absent document), and only a conflict makes it read.
-            to_read = [unit for unit in self.pending if not self._blind(unit)]
-            current = self.store.current(
-                [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()
-            ) if to_read else {}
+            # A document this container wrote last needs no read either: its entry is the
+            # revision to write over, and a 409 (someone wrote since) drops it and reads.
+            current: dict[tuple[str, str], Current | None] = {}
+            to_read: list[_Unit] = []
+            for unit in self.pending:
+                if unit.change.sequence != SNAPSHOT_SEQUENCE:
+                    known = self.written.usable(unit.index, unit.change.doc_id, unit.change.sequence)
+                    if known is not None:
+                        current[(unit.index, unit.change.doc_id)] = known
+                        continue
+                if not self._blind(unit):
+                    to_read.append(unit)
+            if to_read:
+                current.update(self.store.current(
+                    [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()))
             writes: list[Write] = []
             for unit in self.pending:
                 found = current.get((unit.index, unit.change.doc_id))
@@ -137,7 +152,7 @@ class _Round:
                     self._settle(unit, "stale")
                 else:
                     writes.append(Write(unit.index, unit.change, found))
-            self.tried_blind.update(self._key(unit) for unit in self.pending if self._blind(unit))
+            self.tried_blind.update(self._key(unit) for unit in self.pending if unit.change.fresh)
             conflicts, retries = self._write(writes)
             self.pending = conflicts + retries
             if retries:
@@ -152,8 +167,14 @@ class _Round:
             response = self.store.bulk(bulk_body(chunk), self.timeout())
             for write, result in zip(chunk, item_results(response, len(chunk))):
                 unit = _Unit(write.index, write.change)
+                if result.outcome is not Outcome.PERMANENT:
+                    # Whatever else came back, the document may not be what the entry says.
+                    self.written.forget(write.index, write.change.doc_id)
                 if result.outcome is Outcome.APPLIED:
                     self._settle(unit, "applied")
+                    if result.seq_no >= 0:
+                        self.written.wrote(write.index, write.change.doc_id, Current(
+                            write.change.sequence, result.seq_no, result.primary_term))
                 elif result.outcome is Outcome.CONFLICT:
                     if write.change.sequence == SNAPSHOT_SEQUENCE:
                         self._settle(unit, "stale")
@@ -192,12 +213,14 @@ def apply(
     policy: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
     max_bytes: int = BULK_MAX_BYTES,
+    written: WrittenCache | None = None,
 ) -> Result:
-    """Apply ``changes`` (at most one per document) to every target index of their aliases."""
+    """Apply ``changes`` (at most one per document) to every target index of their aliases;
+    ``written``, when given, is this container's cache of what it wrote (see written.py)."""
     result = Result()
     if not changes:
         return result
-    state = _Round(store, deadline, policy, max_bytes)
+    state = _Round(store, deadline, policy, max_bytes, written)
     retrying = Retrying(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(policy.max_attempts)
@@ -226,7 +249,9 @@ def apply(
     except MissingIndex as exc:
         # An index was deleted or swapped away under us: give the rest back to Lambda, whose
         # redelivery looks the targets up afresh, rather than retrying a write that can't land.
+        # A same-named index created later must not inherit this one's entries.
         targets.invalidate()
+        state.written.forget_index()
         result.last_error = str(exc)
         log.warning("target_index_missing", error=str(exc))
     except ClusterError as exc:

@@ -18,6 +18,7 @@ from .errors import DeadLetterError, RecordError
 from .layout import Targets
 from .records import Head, head_of, newest_changes, records_of
 from .search import Store
+from .written import WrittenCache
 
 log = structlog.get_logger("indexer.batch")
 
@@ -60,6 +61,8 @@ class Pipeline:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], Any] = deadletter.now
+    #: What this container wrote last, so changes to hot items skip the read (see written.py).
+    written: WrittenCache = field(default_factory=WrittenCache)
 
     def run(self, event: Any, deadline: Deadline) -> Summary:
         summary = Summary()
@@ -84,7 +87,8 @@ class Pipeline:
         latest, unconvertible, summary.superseded = newest_changes(heads)
         for position, error in unconvertible.items():
             letters[position] = deadletter.Letter(records[position], error)
-        result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep)
+        result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep,
+                       written=self.written)
         summary.stale = len(result.stale)
         for change in result.applied:
             if change.delete:
