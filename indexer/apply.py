@@ -78,13 +78,19 @@ class Result:
 
 
 @dataclass(slots=True)
-class _Unit:
-    index: str
-    change: Change
+class _Unit(Write):
+    """One change for one target index: a write once ``current`` is decided. Carries its
+    outcome key, built once rather than at every look-up (CPU per record, bench/cpu_bench.py)."""
+
+    key: tuple[str, str, str] = ("", "", "")
 
 
-def _chunks(writes: list[Write], max_bytes: int) -> list[list[Write]]:
-    chunks: list[list[Write]] = [[]]
+def _unit(index: str, change: Change) -> _Unit:
+    return _Unit(index, change, None, (index, change.alias, change.doc_id))
+
+
+def _chunks(writes: list[_Unit], max_bytes: int) -> list[list[_Unit]]:
+    chunks: list[list[_Unit]] = [[]]
     size = 0
     for write in writes:
         cost = len(write.change.source) + 200
@@ -123,7 +129,7 @@ class _Round:
         """Read, decide and write every pending unit; conflicts are re-read straight away."""
         for _ in range(CONFLICT_ROUNDS):
             # A bulk cut short by a transient error may have settled part of what is pending.
-            self.pending = [unit for unit in self.pending if self._key(unit) not in self.outcomes]
+            self.pending = [unit for unit in self.pending if unit.key not in self.outcomes]
             if not self.pending:
                 return
             # A snapshot (scanned item) loses to anything already there, so it needs no read:
@@ -145,14 +151,15 @@ class _Round:
             if to_read:
                 current.update(self.store.current(
                     [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()))
-            writes: list[Write] = []
+            writes: list[_Unit] = []
             for unit in self.pending:
                 found = current.get((unit.index, unit.change.doc_id))
                 if is_stale(unit.change, found):
                     self._settle(unit, "stale")
                 else:
-                    writes.append(Write(unit.index, unit.change, found))
-            self.tried_blind.update(self._key(unit) for unit in self.pending if unit.change.fresh)
+                    unit.current = found
+                    writes.append(unit)
+            self.tried_blind.update(unit.key for unit in self.pending if unit.change.fresh)
             conflicts, retries = self._write(writes)
             self.pending = conflicts + retries
             if retries:
@@ -160,13 +167,13 @@ class _Round:
         if self.pending:
             raise RetryableError(f"{len(self.pending)} documents kept changing while being written")
 
-    def _write(self, writes: list[Write]) -> tuple[list[_Unit], list[_Unit]]:
+    def _write(self, writes: list[_Unit]) -> tuple[list[_Unit], list[_Unit]]:
         conflicts: list[_Unit] = []
         retries: list[_Unit] = []
         for chunk in _chunks(writes, self.max_bytes):
             response = self.store.bulk(bulk_body(chunk), self.timeout())
             for write, result in zip(chunk, item_results(response, len(chunk))):
-                unit = _Unit(write.index, write.change)
+                unit = write
                 if result.outcome is not Outcome.PERMANENT:
                     # Whatever else came back, the document may not be what the entry says.
                     self.written.forget(write.index, write.change.doc_id)
@@ -195,14 +202,10 @@ class _Round:
         """Whether this unit is written without reading what the index holds first."""
         if unit.change.sequence == SNAPSHOT_SEQUENCE:
             return True
-        return unit.change.fresh and self._key(unit) not in self.tried_blind
-
-    @staticmethod
-    def _key(unit: _Unit) -> tuple[str, str, str]:
-        return (unit.index, unit.change.alias, unit.change.doc_id)
+        return unit.change.fresh and unit.key not in self.tried_blind
 
     def _settle(self, unit: _Unit, label: str) -> None:
-        self.outcomes[self._key(unit)] = label
+        self.outcomes[unit.key] = label
 
 
 def apply(
@@ -239,9 +242,7 @@ def apply(
                     # Resolved inside the retry loop: the lookup itself can hit a transient error.
                     for alias in {change.alias for change in changes}:
                         indices[alias] = targets.indices(alias, state.timeout())
-                    state.pending = [
-                        _Unit(index, change) for change in changes for index in indices[change.alias]
-                    ]
+                    state.pending = [_unit(index, change) for change in changes for index in indices[change.alias]]
                 state.attempt()
     except RetryError as exc:
         error = exc.last_attempt.exception()

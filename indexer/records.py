@@ -25,7 +25,6 @@ SEQUENCE_WIDTH = 40
 #: live path has written (or writes later) wins over it.
 SNAPSHOT_SEQUENCE = 0
 
-_SEQUENCE = re.compile(r"[0-9]{1,40}")
 _TABLE_ARN = re.compile(r"arn:aws[a-z-]*:dynamodb:[^:]*:[^:]*:table/([^/]+)(/stream/.*)?")
 _INDEX_NAME_BAD = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 
@@ -63,7 +62,8 @@ def malformed(message: str) -> RecordError:
 
 def sequence_of(text: Any) -> int:
     """The record's ``SequenceNumber`` as an integer (it does not fit a 64-bit long)."""
-    if type(text) is not str or not _SEQUENCE.fullmatch(text):
+    # isdigit() alone admits other scripts' digits; with isascii() it is [0-9]+.
+    if type(text) is not str or not (0 < len(text) <= SEQUENCE_WIDTH and text.isdigit() and text.isascii()):
         raise malformed(f"dynamodb.SequenceNumber must be a string of 1 to 40 digits, got {text!r:.60}")
     return int(text)
 

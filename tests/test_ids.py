@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from indexer.convert import ConversionError
-from indexer.ids import MAX_ID_BYTES, document_id
+from indexer.ids import MAX_ID_BYTES, document_id, escaped_id
 
 
 def test_a_plain_string_key_is_its_own_id():
@@ -90,3 +90,19 @@ def test_distinct_38_digit_keys_never_share_an_id():
     assert document_id({"pk": {"N": str(big)}}) != document_id({"pk": {"N": str(big + 1)}})
     assert document_id({"pk": {"N": "1234567890123456789012345678901234567.1"}}) != document_id(
         {"pk": {"N": "1234567890123456789012345678901234567.2"}})
+
+
+@given(st.one_of(
+    st.text(max_size=600),
+    st.text(alphabet="ab|#\\", max_size=20),
+    st.integers(500, 520).map(lambda n: "x" * n),
+))
+def test_the_shortcut_for_one_string_key_gives_the_general_rules_id(text):
+    keys = {"pk": {"S": text}}
+    try:
+        expected = escaped_id(keys)
+    except ConversionError:
+        with pytest.raises(ConversionError):
+            document_id(keys)
+        return
+    assert document_id(keys) == expected

@@ -127,3 +127,10 @@ def test_newest_changes_gives_the_same_changes_as_converting_everything_then_col
     changes, errors, superseded = newest_changes(heads_of(*records))
     assert errors == {} and superseded == expected_superseded
     assert [(c.doc_id, c.source, c.covers) for c in changes] == [(c.doc_id, c.source, c.covers) for c in expected]
+
+
+def test_a_sequence_number_of_other_scripts_digits_is_malformed():
+    bad = put("a", 1)
+    bad["dynamodb"]["SequenceNumber"] = "١٢٣"  # str.isdigit() alone accepts these
+    with pytest.raises(RecordError, match="1 to 40 digits"):
+        head_of(bad, 0)
