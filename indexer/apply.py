@@ -180,6 +180,8 @@ class _Round:
                 if result.outcome is Outcome.APPLIED:
                     self._settle(unit, "applied")
                     if result.seq_no >= 0:
+                        # The entry stands in for a read of this document: whatever the guard
+                        # reads of a document (is_stale, actions.current_of) must be in it.
                         self.written.wrote(write.index, write.change.doc_id, Current(
                             write.change.sequence, result.seq_no, result.primary_term))
                 elif result.outcome is Outcome.CONFLICT:
