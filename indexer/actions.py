@@ -129,9 +129,13 @@ class ItemResult:
     outcome: Outcome
     error_type: str = ""
     reason: str = ""
+    #: The revision an applied write made (-1 when the response did not say).
+    seq_no: int = -1
+    primary_term: int = -1
 
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_APPLIED = ItemResult(Outcome.APPLIED)
 
 
 def item_result(item: dict[str, Any]) -> ItemResult:
@@ -139,7 +143,10 @@ def item_result(item: dict[str, Any]) -> ItemResult:
     ((_, body),) = item.items()
     status = int(body.get("status", 500))
     if 200 <= status < 300:
-        return ItemResult(Outcome.APPLIED)
+        seq_no, primary_term = body.get("_seq_no"), body.get("_primary_term")
+        if type(seq_no) is int and type(primary_term) is int:
+            return ItemResult(Outcome.APPLIED, seq_no=seq_no, primary_term=primary_term)
+        return _APPLIED
     error = body.get("error") or {}
     error_type = str(error.get("type", f"http_{status}")) if isinstance(error, dict) else str(error)
     reason = str(error.get("reason", "")) if isinstance(error, dict) else ""

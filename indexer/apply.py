@@ -22,13 +22,14 @@ from tenacity import (
     wait_random,
 )
 
-from .actions import Outcome, Write, bulk_body, is_stale, item_results, older_than_snapshot, stale_against_snapshot
+from .actions import Current, Outcome, Write, bulk_body, is_stale, item_results, older_than_snapshot, stale_against_snapshot
 from .errors import ClusterError, MissingIndex, RecordError, RetryableError
 from .layout import FixedTargets, Targets
 from .metrics import BatchMetrics
 from .records import Change
 from .search import Store
 from .settings import DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_MAX_ATTEMPTS, Settings
+from .written import WrittenCache
 
 log = structlog.get_logger("indexer.apply")
 
@@ -78,13 +79,19 @@ class Result:
 
 
 @dataclass(slots=True)
-class _Unit:
-    index: str
-    change: Change
+class _Unit(Write):
+    """One change for one target index: a write once ``current`` is decided. Carries its
+    outcome key, built once rather than at every look-up (CPU per record, bench/cpu_bench.py)."""
+
+    key: tuple[str, str, str] = ("", "", "")
 
 
-def _chunks(writes: list[Write], max_bytes: int) -> list[list[Write]]:
-    chunks: list[list[Write]] = [[]]
+def _unit(index: str, change: Change) -> _Unit:
+    return _Unit(index, change, None, (index, change.alias, change.doc_id))
+
+
+def _chunks(writes: list[_Unit], max_bytes: int) -> list[list[_Unit]]:
+    chunks: list[list[_Unit]] = [[]]
     size = 0
     for write in writes:
         cost = len(write.change.source) + 200
@@ -100,9 +107,11 @@ class _Round:
     """The state of one ``apply`` call, carried across retry attempts."""
 
     def __init__(self, store: Store, deadline: Deadline, policy: RetryPolicy, max_bytes: int,
-                 metrics: BatchMetrics) -> None:
+                 metrics: BatchMetrics, written: WrittenCache | None = None) -> None:
         self.metrics = metrics
         self.store = store
+        #: What this container wrote last; its entries stand in for the read (see written.py).
+        self.written = written if written is not None else WrittenCache(capacity=0)
         self.deadline = deadline
         self.policy = policy
         self.max_bytes = max_bytes
@@ -124,18 +133,29 @@ class _Round:
         """Read, decide and write every pending unit; conflicts are re-read straight away."""
         for _ in range(CONFLICT_ROUNDS):
             # A bulk cut short by a transient error may have settled part of what is pending.
-            self.pending = [unit for unit in self.pending if self._key(unit) not in self.outcomes]
+            self.pending = [unit for unit in self.pending if unit.key not in self.outcomes]
             if not self.pending:
                 return
             # A snapshot (scanned item) loses to anything already there, so it needs no read:
             # a plain ``create`` is the whole guard, and its conflict means "stale". An INSERT's
             # document usually does not exist yet either: its first try is a ``create`` too (the
             # guard's own decision for an absent document), and only a conflict makes it read.
-            to_read = [unit for unit in self.pending if not self._blind(unit)]
-            current = self.store.current(
-                [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()
-            ) if to_read else {}
-            writes: list[Write] = []
+            # A document this container wrote last needs no read either: its entry is the
+            # revision to write over, and a 409 (someone wrote since) drops it and reads.
+            current: dict[tuple[str, str], Current | None] = {}
+            to_read: list[_Unit] = []
+            for unit in self.pending:
+                if not unit.change.snapshot:
+                    known = self.written.usable(unit.index, unit.change.doc_id, unit.change.sequence)
+                    if known is not None:
+                        current[(unit.index, unit.change.doc_id)] = known
+                        continue
+                if not self._blind(unit):
+                    to_read.append(unit)
+            if to_read:
+                current.update(self.store.current(
+                    [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()))
+            writes: list[_Unit] = []
             for unit in self.pending:
                 found = current.get((unit.index, unit.change.doc_id))
                 if is_stale(unit.change, found) or (
@@ -144,8 +164,9 @@ class _Round:
                 ):
                     self._settle(unit, "stale")
                 else:
-                    writes.append(Write(unit.index, unit.change, found))
-            self.tried_blind.update(self._key(unit) for unit in self.pending if self._blind(unit))
+                    unit.current = found
+                    writes.append(unit)
+            self.tried_blind.update(unit.key for unit in self.pending if unit.change.fresh)
             conflicts, retries = self._write(writes)
             self.pending = conflicts + retries
             if retries:
@@ -153,7 +174,7 @@ class _Round:
         if self.pending:
             raise RetryableError(f"{len(self.pending)} documents kept changing while being written")
 
-    def _write(self, writes: list[Write]) -> tuple[list[_Unit], list[_Unit]]:
+    def _write(self, writes: list[_Unit]) -> tuple[list[_Unit], list[_Unit]]:
         conflicts: list[_Unit] = []
         retries: list[_Unit] = []
         for chunk in _chunks(writes, self.max_bytes):
@@ -162,10 +183,18 @@ class _Round:
             response = self.store.bulk(body, self.timeout())
             answered = self.metrics.bulk_answered(sent, len(body))
             for write, result in zip(chunk, item_results(response, len(chunk))):
-                unit = _Unit(write.index, write.change)
+                unit = write
+                if result.outcome is not Outcome.PERMANENT:
+                    # Whatever else came back, the document may not be what the entry says.
+                    self.written.forget(write.index, write.change.doc_id)
                 if result.outcome is Outcome.APPLIED:
                     self._settle(unit, "applied")
                     self.metrics.acknowledged(write.change.alias, write.change.doc_id, answered)
+                    if result.seq_no >= 0:
+                        # The entry stands in for a read of this document: whatever the guard
+                        # reads of a document (is_stale, actions.current_of) must be in it.
+                        self.written.wrote(write.index, write.change.doc_id, Current(
+                            write.change.sequence, result.seq_no, result.primary_term))
                 elif result.outcome is Outcome.CONFLICT:
                     self.metrics.version_conflicts += 1
                     if write.change.snapshot:
@@ -190,14 +219,10 @@ class _Round:
             return True
         if older_than_snapshot(unit.change, self.snapshots.get(unit.index)):
             return False
-        return unit.change.fresh and self._key(unit) not in self.tried_blind
-
-    @staticmethod
-    def _key(unit: _Unit) -> tuple[str, str, str]:
-        return (unit.index, unit.change.alias, unit.change.doc_id)
+        return unit.change.fresh and unit.key not in self.tried_blind
 
     def _settle(self, unit: _Unit, label: str) -> None:
-        self.outcomes[self._key(unit)] = label
+        self.outcomes[unit.key] = label
 
 
 def apply(
@@ -209,12 +234,14 @@ def apply(
     sleep: Callable[[float], None] = time.sleep,
     max_bytes: int = BULK_MAX_BYTES,
     metrics: BatchMetrics | None = None,
+    written: WrittenCache | None = None,
 ) -> Result:
-    """Apply ``changes`` (at most one per document) to every target index of their aliases."""
+    """Apply ``changes`` (at most one per document) to every target index of their aliases;
+    ``written``, when given, is this container's cache of what it wrote (see written.py)."""
     result = Result()
     if not changes:
         return result
-    state = _Round(store, deadline, policy, max_bytes, metrics or BatchMetrics())
+    state = _Round(store, deadline, policy, max_bytes, metrics or BatchMetrics(), written)
     retrying = Retrying(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(policy.max_attempts)
@@ -234,9 +261,7 @@ def apply(
                     for alias in {change.alias for change in changes}:
                         indices[alias] = targets.indices(alias, state.timeout())
                         state.snapshots.update(targets.snapshots(alias))
-                    state.pending = [
-                        _Unit(index, change) for change in changes for index in indices[change.alias]
-                    ]
+                    state.pending = [_unit(index, change) for change in changes for index in indices[change.alias]]
                 state.attempt()
     except RetryError as exc:
         error = exc.last_attempt.exception()
@@ -244,7 +269,9 @@ def apply(
     except MissingIndex as exc:
         # An index was deleted or swapped away under us: give the rest back to Lambda, whose
         # redelivery looks the targets up afresh, rather than retrying a write that can't land.
+        # A same-named index created later must not inherit this one's entries.
         targets.invalidate()
+        state.written.forget_index()
         result.last_error = str(exc)
         log.warning("target_index_missing", error=str(exc))
     except ClusterError as exc:

@@ -17,8 +17,9 @@ from .apply import Deadline, RetryPolicy, apply
 from .errors import DeadLetterError, RecordError
 from .layout import Targets
 from .metrics import BatchMetrics, batch_alias
-from .records import Change, change_of, collapse, records_of
+from .records import Head, head_of, newest_changes, records_of
 from .search import Store
+from .written import WrittenCache
 
 log = structlog.get_logger("indexer.batch")
 
@@ -65,6 +66,8 @@ class Pipeline:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], Any] = deadletter.now
+    #: What this container wrote last, so changes to hot items skip the read (see written.py).
+    written: WrittenCache = field(default_factory=WrittenCache)
 
     def run(self, event: Any, deadline: Deadline, metrics: BatchMetrics | None = None) -> Summary:
         summary = Summary(metrics=metrics or BatchMetrics(), alias=self.default_alias or "unknown")
@@ -80,17 +83,19 @@ class Pipeline:
         summary.alias = batch_alias(records, self.default_alias)
         summary.metrics.observe_records(records)
 
-        changes: list[Change] = []
+        heads: list[Head] = []
         letters: dict[int, deadletter.Letter] = {}
         for position, record in enumerate(records):
             try:
-                changes.append(change_of(record, position, self.default_alias))
+                heads.append(head_of(record, position, self.default_alias))
             except RecordError as error:
                 letters[position] = deadletter.Letter(record, error)
 
-        latest, summary.superseded = collapse(changes)
+        latest, unconvertible, summary.superseded = newest_changes(heads)
+        for position, error in unconvertible.items():
+            letters[position] = deadletter.Letter(records[position], error)
         result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep,
-                       metrics=summary.metrics)
+                       metrics=summary.metrics, written=self.written)
         summary.metrics.observe_applied(records, result.applied)
         summary.stale = len(result.stale)
         for change in result.applied:

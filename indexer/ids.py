@@ -46,6 +46,20 @@ def _key_text(value: Any, name: str) -> str:
 
 def document_id(keys: Mapping[str, Any]) -> str:
     """The Elasticsearch ``_id`` for an item, from its ``Keys`` (partition and optional sort key)."""
+    if type(keys) is dict and len(keys) == 1:
+        # The common case, a single string key with nothing to escape, short and ASCII (so its
+        # UTF-8 length is its length): the id is the text itself, as the general path finds.
+        for value in keys.values():
+            if type(value) is dict and len(value) == 1:
+                text = value.get("S")
+                if (type(text) is str and text and len(text) <= MAX_ID_BYTES and text.isascii()
+                        and "\\" not in text and "|" not in text and "#" not in text):
+                    return text
+    return escaped_id(keys)
+
+
+def escaped_id(keys: Mapping[str, Any]) -> str:
+    """:func:`document_id` for any keys, by the general rule (escape, join, hash when long)."""
     if type(keys) is not dict or not keys:
         raise ConversionError("Keys", "must be a non-empty object of key attributes")
     if len(keys) > 2:

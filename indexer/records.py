@@ -25,7 +25,6 @@ SEQUENCE_WIDTH = 40
 #: live path has written (or writes later) wins over it.
 SNAPSHOT_SEQUENCE = 0
 
-_SEQUENCE = re.compile(r"[0-9]{1,40}")
 _TABLE_ARN = re.compile(r"arn:aws[a-z-]*:dynamodb:[^:]*:[^:]*:table/([^/]+)(/stream/.*)?")
 _INDEX_NAME_BAD = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 
@@ -75,7 +74,8 @@ def malformed(message: str) -> RecordError:
 
 def sequence_of(text: Any) -> int:
     """The record's ``SequenceNumber`` as an integer (it does not fit a 64-bit long)."""
-    if type(text) is not str or not _SEQUENCE.fullmatch(text):
+    # isdigit() alone admits other scripts' digits; with isascii() it is [0-9]+.
+    if type(text) is not str or not (0 < len(text) <= SEQUENCE_WIDTH and text.isdigit() and text.isascii()):
         raise malformed(f"dynamodb.SequenceNumber must be a string of 1 to 40 digits, got {text!r:.60}")
     return int(text)
 
@@ -124,8 +124,25 @@ def _time_ms(stream: dict[str, Any]) -> int | None:
     return None
 
 
-def change_of(record: Any, position: int, default_alias: str | None = None) -> Change:
-    """The change a stream record asks for; raises :class:`RecordError` when there is none."""
+@dataclass(slots=True)
+class Head:
+    """What a record says about which document it changes and how new it is: everything
+    collapsing needs, read before the (costlier) conversion of its image."""
+
+    alias: str
+    doc_id: str
+    sequence: int
+    position: int
+    delete: bool
+    #: The DynamoDB JSON image to convert (upserts), still unconverted.
+    image: Any
+    at: int | None
+    fresh: bool
+
+
+def head_of(record: Any, position: int, default_alias: str | None = None) -> Head:
+    """The record's document and sequence; raises :class:`RecordError` when its envelope is
+    unusable (anything but the content of its NewImage, which :func:`change_from` converts)."""
     if type(record) is not dict:
         raise malformed(f"a record must be an object, got {type(record).__name__}")
     source_name = record.get("eventSource", "aws:dynamodb")
@@ -142,16 +159,29 @@ def change_of(record: Any, position: int, default_alias: str | None = None) -> C
     alias = _alias_for(record, default_alias)
     at = _time_ms(stream)
     if event_name == DELETE_EVENT:
-        return tombstone(alias, doc_id, sequence, position, at)
+        return Head(alias, doc_id, sequence, position, True, None, at, False)
     image = stream.get("NewImage")
     if image is None:
         raise malformed(
             f"{event_name} record has no NewImage: the stream view type must be "
             "NEW_IMAGE or NEW_AND_OLD_IMAGES"
         )
-    change = upsert(alias, doc_id, image, sequence, position, at)
-    change.fresh = event_name == "INSERT"
+    return Head(alias, doc_id, sequence, position, False, image, at, event_name == "INSERT")
+
+
+def change_from(head: Head) -> Change:
+    """The change ``head``'s record asks for: its image converted (raises :class:`RecordError`
+    when the image cannot be), or a tombstone."""
+    if head.delete:
+        return tombstone(head.alias, head.doc_id, head.sequence, head.position, head.at)
+    change = upsert(head.alias, head.doc_id, head.image, head.sequence, head.position, head.at)
+    change.fresh = head.fresh
     return change
+
+
+def change_of(record: Any, position: int, default_alias: str | None = None) -> Change:
+    """The change a stream record asks for; raises :class:`RecordError` when there is none."""
+    return change_from(head_of(record, position, default_alias))
 
 
 def _bookkeeping(sequence: int, at: int | None) -> dict[str, Any]:
@@ -279,3 +309,45 @@ def collapse(changes: list[Change]) -> tuple[list[Change], int]:
         winner.covers = sorted(winner.covers + loser.covers)
         latest[key] = winner
     return list(latest.values()), superseded
+
+
+def newest_changes(heads: list[Head]) -> tuple[list[Change], dict[int, RecordError], int]:
+    """Per document, the change of its newest record whose image converts; the records whose
+    image did not convert (position → why); and how many records the kept changes superseded.
+
+    Collapsing comes first and only the winners are converted: on a hot shard most records
+    are superseded inside their batch, and their conversion would be thrown away. A record is
+    superseded — counted, never converted, never dead-lettered — when a newer record of the
+    same document converts, even if its own image is malformed: the index only ever holds
+    the newest image, the older one could not land (the guard keeps the newer), and its
+    redrive would be skipped as stale, so a dead letter would carry nothing to act on.
+    When the newest record's image does not convert, it is dead-lettered and the next newest
+    is tried, as before collapsing came first: the newest convertible record is written.
+    Ties (the same record delivered twice) keep the earliest position, as :func:`collapse`.
+    """
+    by_document: dict[tuple[str, str], list[Head]] = {}
+    for head in heads:
+        key = (head.alias, head.doc_id)
+        same = by_document.get(key)
+        if same is None:
+            by_document[key] = [head]
+        else:
+            same.append(head)
+    changes: list[Change] = []
+    errors: dict[int, RecordError] = {}
+    superseded = 0
+    for same in by_document.values():
+        if len(same) > 1:
+            same.sort(key=lambda head: (-head.sequence, head.position))
+        for tried, head in enumerate(same):
+            try:
+                change = change_from(head)
+            except RecordError as error:
+                errors[head.position] = error
+                continue
+            if tried + 1 < len(same):
+                change.covers = sorted(older.position for older in same[tried:])
+                superseded += len(same) - tried - 1
+            changes.append(change)
+            break
+    return changes, errors, superseded

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from indexer.convert import ConversionError
-from indexer.ids import MAX_ID_BYTES, document_id
+from indexer.ids import MAX_ID_BYTES, document_id, escaped_id
 
 
 def test_a_plain_string_key_is_its_own_id():
@@ -96,3 +96,17 @@ def test_a_key_number_too_small_for_dynamodb_is_refused_instead_of_sharing_the_i
     with pytest.raises(ConversionError, match="outside DynamoDB's range"):
         document_id({"pk": {"N": "1e-99999999"}})
     assert document_id({"pk": {"N": "1E-130"}}) != document_id({"pk": {"N": "0"}})
+@given(st.one_of(
+    st.text(max_size=600),
+    st.text(alphabet="ab|#\\", max_size=20),
+    st.integers(500, 520).map(lambda n: "x" * n),
+))
+def test_the_shortcut_for_one_string_key_gives_the_general_rules_id(text):
+    keys = {"pk": {"S": text}}
+    try:
+        expected = escaped_id(keys)
+    except ConversionError:
+        with pytest.raises(ConversionError):
+            document_id(keys)
+        return
+    assert document_id(keys) == expected

@@ -112,3 +112,37 @@ def test_an_event_that_is_not_a_batch_is_kept_whole_in_the_dead_letter_queue(syn
 def test_an_empty_batch_is_fine(sync):
     assert sync.invoke({"Records": []}) == {"batchItemFailures": []}
     assert sync.dead_letters() == []
+
+
+def damaged_image(pk: str, sequence: int) -> dict[str, Any]:
+    bad = put(pk, sequence, v="bad")
+    bad["dynamodb"]["NewImage"]["v"] = {"N": "NaN"}
+    return bad
+
+
+def test_a_malformed_image_superseded_by_a_newer_record_of_its_item_is_not_dead_lettered(sync):
+    """Only the newest record per item is converted: an older one's image never reaches the
+    index, so a broken one is superseded like any other (README: malformed records)."""
+    response = sync.deliver(damaged_image("a", 1), put("a", 2, v="two"))
+    assert response == {"batchItemFailures": []}
+    assert sync.docs() == {"a": {"pk": "a", "v": "two"}}
+    assert sync.dead_letters() == []
+
+
+def test_a_malformed_newest_image_is_dead_lettered_and_the_newest_valid_one_indexed(sync):
+    bad = damaged_image("a", 3)
+    response = sync.deliver(put("a", 1, v="one"), put("a", 2, v="two"), copy.deepcopy(bad))
+    assert response == {"batchItemFailures": []}
+    assert sync.docs() == {"a": {"pk": "a", "v": "two"}}
+    (letter,) = sync.dead_letters()
+    assert letter["record"] == bad and "N is not a number" in letter["error"]["message"]
+
+
+def test_a_malformed_envelope_is_dead_lettered_even_when_a_newer_record_of_its_item_follows(sync):
+    bad = put("a", 1, v="one")
+    del bad["dynamodb"]["NewImage"]
+    response = sync.deliver(copy.deepcopy(bad), put("a", 2, v="two"))
+    assert response == {"batchItemFailures": []}
+    assert sync.docs() == {"a": {"pk": "a", "v": "two"}}
+    (letter,) = sync.dead_letters()
+    assert letter["record"] == bad and "has no NewImage" in letter["error"]["message"]

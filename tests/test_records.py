@@ -8,7 +8,7 @@ import pytest
 
 from stream_events import SEQUENCE_BASE, put, record, remove, sample_event
 from indexer.errors import RecordError
-from indexer.records import collapse, change_of, padded_sequence, records_of, table_of
+from indexer.records import collapse, change_of, head_of, newest_changes, padded_sequence, records_of, table_of
 
 
 def source(change):
@@ -111,3 +111,53 @@ def test_dotted_names_that_do_not_collide_are_indexed_as_they_are():
     fine = put("a", 1)
     fine["dynamodb"]["NewImage"].update({"a.b": {"N": "1"}, "a": {"M": {"c": {"N": "2"}}}, "x.y": {"S": "z"}})
     assert b'"a.b":1' in change_of(fine, 0).source
+def heads_of(*records):
+    return [head_of(r, i) for i, r in enumerate(records)]
+
+
+def bad_image(pk, sequence):
+    damaged = put(pk, sequence)
+    damaged["dynamodb"]["NewImage"]["v"] = {"N": "not a number"}
+    return damaged
+
+
+def test_newest_changes_keeps_the_newest_record_per_document():
+    changes, errors, superseded = newest_changes(heads_of(put("a", 1), put("b", 2), remove("a", 3), put("a", 2)))
+    by_id = {c.doc_id: c for c in changes}
+    assert errors == {} and superseded == 2
+    assert by_id["a"].delete is True and by_id["a"].covers == [0, 2, 3]
+    assert by_id["b"].covers == [1]
+
+
+def test_a_superseded_record_is_not_converted_even_when_its_image_is_malformed():
+    changes, errors, superseded = newest_changes(heads_of(bad_image("a", 1), put("a", 2, v="ok")))
+    assert errors == {} and superseded == 1
+    (change,) = changes
+    assert source(change)["v"] == "ok" and change.covers == [0, 1]
+
+
+def test_a_newest_record_that_does_not_convert_gives_way_to_the_next_newest():
+    changes, errors, superseded = newest_changes(heads_of(put("a", 1, v="old"), put("a", 2, v="mid"), bad_image("a", 3)))
+    assert list(errors) == [2] and "not a number" in errors[2].message
+    (change,) = changes
+    assert source(change)["v"] == "mid" and change.covers == [0, 1] and superseded == 1
+
+
+def test_a_record_delivered_twice_keeps_the_first_position():
+    changes, _, superseded = newest_changes(heads_of(put("a", 1, v="x"), put("a", 1, v="x")))
+    assert [c.position for c in changes] == [0] and changes[0].covers == [0, 1] and superseded == 1
+
+
+def test_newest_changes_gives_the_same_changes_as_converting_everything_then_collapsing():
+    records = [put("a", 3, v=1), remove("b", 1), put("b", 4, v=2), put("a", 2, v=3), put("c", 5), remove("a", 6)]
+    expected, expected_superseded = collapse([change_of(r, i) for i, r in enumerate(records)])
+    changes, errors, superseded = newest_changes(heads_of(*records))
+    assert errors == {} and superseded == expected_superseded
+    assert [(c.doc_id, c.source, c.covers) for c in changes] == [(c.doc_id, c.source, c.covers) for c in expected]
+
+
+def test_a_sequence_number_of_other_scripts_digits_is_malformed():
+    bad = put("a", 1)
+    bad["dynamodb"]["SequenceNumber"] = "١٢٣"  # str.isdigit() alone accepts these
+    with pytest.raises(RecordError, match="1 to 40 digits"):
+        head_of(bad, 0)
