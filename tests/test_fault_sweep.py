@@ -23,8 +23,8 @@ from indexer.errors import RecordError
 from replay import cli
 from replay import full as replay_full
 from replay.redrive import engine as redrive_engine
-from stream_events import record
 from tables import put_items
+from test_redrive import stream_records
 from test_replay import alias_equals_table, rebuild, serving  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.es
@@ -154,9 +154,14 @@ def test_redrive_survives_a_fault_at_every_cluster_call(swept):
         attributes = sqs.get_queue_attributes(QueueUrl=swept.queue_url, AttributeNames=["All"])["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
+    dynamodb = boto3.client("dynamodb")
+    stream_arn = dynamodb.describe_table(TableName=swept.table)["Table"]["LatestStreamArn"]
+
     def prepare() -> None:
         swept.es.delete(index=index, id="k2|2", refresh=True)
-        stream_record = record("MODIFY", keys, {**keys, "v": {"N": "2"}}, 9)
+        # A real record of the run's table: redrive applies only what its stream vouches for.
+        dynamodb.put_item(TableName=swept.table, Item={**keys, "v": {"N": "2"}})
+        stream_record = stream_records(stream_arn)[1][-1]
         body = deadletter.encoded(deadletter.message(
             deadletter.Letter(stream_record, RecordError("document_parsing_exception", "refused earlier")),
             deadletter.now()))
