@@ -3,10 +3,13 @@ holds, and that repeated, late or out-of-order notifications leave the newest st
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Iterator
 
 import boto3
 import pytest
+from stream_events import SEQUENCE_BASE, record
 
 from indexer.sampleapp import s3assets
 from indexer.errors import SettingsError
@@ -124,3 +127,30 @@ def test_a_failing_write_propagates_so_lambda_retries_the_event(assets, monkeypa
     upload("a.png")
     with pytest.raises(ClientError):
         created("a.png", "01")
+
+
+def deployed_index_mapping() -> str:
+    """The INDEX_MAPPING infra/serverless.yml deploys by default (its ``indexMapping`` param)."""
+    text = (Path(__file__).resolve().parents[1] / "infra" / "serverless.yml").read_text(encoding="utf-8")
+    match = re.search(r"^    indexMapping: '(.*)'$", text, flags=re.M)
+    if match is None:
+        raise AssertionError("infra/serverless.yml has no quoted indexMapping default")
+    return match.group(1)
+
+
+@pytest.mark.es
+def test_uploaders_metadata_names_cannot_grow_the_deployed_mapping(sync):
+    """Anyone who can upload chooses user-metadata names; with the deployed mapping they stay in
+    _source and add no field, so they can never push the index to its field limit."""
+    sync.configure(INDEX_MAPPING=deployed_index_mapping())
+    images = [
+        {"pk": {"S": f"obj{n}"}, "metadata": {"M": {f"name{n}_{k}": {"S": "v"} for k in range(60)}}}
+        for n in range(20)  # 1,200 distinct names: past Elasticsearch's default limit of 1,000 fields
+    ]
+    response = sync.deliver(*[record("INSERT", {"pk": image["pk"]}, image, SEQUENCE_BASE + n)
+                              for n, image in enumerate(images)])
+    assert response == {"batchItemFailures": []}
+    docs = sync.docs()
+    assert len(docs) == 20 and docs["obj3"]["metadata"]["name3_59"] == "v"
+    (mapping,) = sync.es.indices.get_mapping(sync.alias).values()
+    assert "properties" not in mapping["mappings"]["properties"]["metadata"]
