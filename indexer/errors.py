@@ -114,3 +114,7 @@ class RangeGone(IndexerError):
 
 class ReplayAborted(IndexerError):
     """The rebuild could not finish (the cluster kept failing); the alias was not moved."""
+
+
+class ExportError(ReplayAborted):
+    """A table export failed, or its files do not match its manifest; the alias was not moved."""

@@ -24,14 +24,13 @@ import signal
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import structlog
 
-from indexer.apply import Deadline, RetryPolicy, apply
+from indexer.apply import BULK_MAX_BYTES, Deadline, RetryPolicy, apply
 from indexer.errors import ClusterError, RecordError, ReplayAborted, RetryableError, SettingsError
 from indexer.ids import document_id
 from indexer.layout import ALIAS_FILTER, FixedTargets, alias_indices, index_body, rebuild_alias
@@ -39,9 +38,15 @@ from indexer.records import SNAPSHOT_SEQUENCE, Change, upsert
 from indexer.search import Store
 from indexer.settings import mapping_body
 
+from . import sources
 from . import table as tables
+from .buildsettings import building_body, restored
 from .progress import Progress
+from .units import check_read
 from .wiring import Wiring, wire
+
+if TYPE_CHECKING:
+    from .units import Unit
 
 log = structlog.get_logger("replay.full")
 
@@ -66,6 +71,19 @@ class FullOptions:
     migrate: bool = False
     clean_orphans: bool = False
     progress: bool = True
+    #: scan (parallel Scan) or export (ExportTableToPointInTime to S3).
+    source: str = "scan"
+    #: local (a process pool here) or stepfunctions (the deployed state machine).
+    engine: str = "local"
+    #: Worker processes (None: REPLAY_WORKERS, else the number of cores).
+    workers: int | None = None
+    bulk_bytes: int = BULK_MAX_BYTES
+    export_bucket: str | None = None
+    export_prefix: str | None = None
+    export_kms_key: str | None = None
+    export_poll: float = 10.0
+    state_machine_arn: str | None = None
+    follow_poll: float = 5.0
 
 
 Say = Callable[[str], None]
@@ -105,6 +123,10 @@ def _meta(index_meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def _alive(meta: Mapping[str, Any], now: float) -> bool:
     """Whether the replay that is building an index is still running."""
+    if meta.get("execution"):  # built by the Step Functions engine: alive while its execution runs
+        from .statemachine import execution_running
+
+        return execution_running(str(meta["execution"]))
     if meta.get("host") == socket.gethostname() and isinstance(meta.get("pid"), int):
         try:
             os.kill(meta["pid"], 0)
@@ -216,16 +238,30 @@ class _Heartbeat(threading.Thread):
                 log.warning("heartbeat_failed", error=str(exc))
 
 
-def run(options: FullOptions, env: Mapping[str, str], say: Say = silent) -> Rebuilt:
-    """Rebuild the alias's index from the table; ``say`` narrates each step as it happens."""
+def run(options: FullOptions, env: Mapping[str, str], say: Say = silent) -> Any:
+    """Rebuild the alias's index from the table; ``say`` narrates each step as it happens.
+    The result has ``lines()`` and ``failed`` (a :class:`Rebuilt` for the local engine)."""
+    sources.check_flags(options)
+    if options.engine == "stepfunctions":
+        from .stepfunctions import run as run_in_step_functions
+
+        return run_in_step_functions(options, env, say)
     w = wire(env)
+    sources.check_table(options, w)
     mapping = _load_mapping(options, w)
     if w.table.stream_arn is None:
         say(f"warning: table {w.table.name!r} has no stream: live sync cannot follow it; "
             "the rebuilt index will go stale")
         log.warning("table_without_stream", table=w.table.name)
+    clear_the_way(w, options.migrate, say)
+    return Rebuild(w, options, mapping, say, env).run()
+
+
+def clear_the_way(w: Wiring, migrate: bool, say: Say = silent) -> None:
+    """Refuse to start beside a running build or over a concrete index (unless ``migrate``);
+    remove what interrupted builds left."""
     found = existing(w)
-    if found.concrete and not options.migrate:
+    if found.concrete and not migrate:
         raise SettingsError(
             f"INDEX_NAME {w.alias!r} is a concrete index, not an alias: rerun with --migrate to rebuild "
             "behind an alias of that name (the concrete index is deleted at the swap)"
@@ -239,12 +275,85 @@ def run(options: FullOptions, env: Mapping[str, str], say: Say = silent) -> Rebu
         log.warning("removing_orphan", index=orphan)
         say(f"removing {orphan}, left by an interrupted replay")
         w.store.delete_indices([orphan], 60)
-    return Rebuild(w, options, mapping, say).run()
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one bulk of snapshots did to the new index."""
+
+    created: int
+    #: Already there: the live path wrote the item first, and its version wins.
+    stale: int
+    #: (document id, reason) of items the cluster refused (e.g. a mapping conflict).
+    refused: list[tuple[str, str]]
+
+
+def snapshot_changes(alias: str, table: tables.TableInfo,
+                     items: list[dict[str, Any]]) -> tuple[list[Change], list[tuple[str, str]]]:
+    """Items read from the table (a scan page or an export file) as snapshot writes, and the
+    (key, reason) of those that cannot become one. The one place a snapshot is made: the local
+    engine's processes and the Step Functions worker both come here."""
+    changes: list[Change] = []
+    refused: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            doc_id = document_id(table.keys_of(item))
+            changes.append(upsert(alias, doc_id, item, SNAPSHOT_SEQUENCE))
+        except (RecordError, KeyError) as exc:
+            reason = exc.message if isinstance(exc, RecordError) else f"missing key attribute {exc}"
+            refused.append((str({k: item.get(k) for k in table.key_names}), reason))
+    return changes, refused
+
+
+def write_snapshots(store: Store, index: str, changes: list[Change], policy: RetryPolicy,
+                    max_bytes: int = BULK_MAX_BYTES, sleep: Callable[[float], None] = time.sleep) -> Written:
+    """Write snapshots to the index being built, each only where nothing is there yet (the guard);
+    ReplayAborted when the cluster keeps failing, so the alias is never moved over a gap."""
+    result = apply(changes, store, FixedTargets([index]), Deadline.after(600), policy, sleep=sleep,
+                   max_bytes=max_bytes)
+    if result.unresolved:
+        raise ReplayAborted(f"{len(result.unresolved)} documents could not be written: {result.last_error}")
+    refused = [(change.doc_id, f"{error.kind}: {error.message}") for change, error in result.dead]
+    return Written(len(result.applied), len(result.stale), refused)
+
+
+def create_building(w: Wiring, index: str, mapping: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """Create ``index`` as the rebuild target (bulk-load settings, ``meta`` in its ``_meta``);
+    the settings the mapping asked for, to restore before the swap."""
+    # No replicas and no periodic refresh while bulk loading; restored before the swap.
+    body, asked = building_body(index_body(mapping))
+    body["mappings"]["_meta"] = {META_KEY: meta}
+    body["aliases"] = {rebuild_alias(w.alias): {}}
+    w.store.create_index(index, body, 60)
+    log.info("rebuild_started", index=index, alias=w.alias, table=w.table.name)
+    return asked
+
+
+def swap_alias(w: Wiring, index: str, asked: Mapping[str, Any]) -> list[str]:
+    """Settings back (``asked``: what the mapping set), refresh, then move the alias to ``index``
+    in one ``_aliases`` call; the indices it left."""
+    found = existing(w)  # the serving index may have been created meanwhile by the live path
+    previous = w.store.indices(found.serving[0], 30) if found.serving else {}
+    previous_settings = next(iter(previous.values()), {}).get("settings", {}).get("index")
+    w.store.put_settings(index, restored(asked, previous_settings), 60)
+    w.store.refresh(index, 300)
+    actions: list[dict[str, Any]] = [
+        {"add": {"index": index, "alias": w.alias, "filter": ALIAS_FILTER, "is_write_index": True}},
+        {"remove": {"index": index, "alias": rebuild_alias(w.alias)}},
+    ]
+    actions += [{"remove": {"index": old, "alias": w.alias}} for old in found.serving]
+    if found.concrete:
+        actions.append({"remove_index": {"index": w.alias}})
+    w.store.update_aliases(actions, 60)
+    log.info("alias_swapped", alias=w.alias, index=index, previous=found.serving)
+    return found.serving
 
 
 class Rebuild:
-    def __init__(self, w: Wiring, options: FullOptions, mapping: dict[str, Any] | None, say: Say = silent) -> None:
+    def __init__(self, w: Wiring, options: FullOptions, mapping: dict[str, Any] | None, say: Say = silent,
+                 env: Mapping[str, str] | None = None) -> None:
         self.w = w
+        self.env = dict(env if env is not None else os.environ)
         self.options = options
         self.mapping = mapping
         self.say = say
@@ -258,10 +367,11 @@ class Rebuild:
         heartbeat = self._create()
         try:
             self._announce()
-            progress = Progress(f"replay {self.w.table.name}", self.w.table.item_count,
+            units, expected = sources.planned(self.options, self.w, self.stop, self.say)
+            progress = Progress(f"replay {self.w.table.name}", self.w.table.item_count if expected is None else expected,
                                 enabled=self.options.progress)
             try:
-                self._scan(progress)
+                self._load(units, expected, progress)
             finally:
                 progress.close()
             heartbeat.stopped.set()
@@ -279,16 +389,9 @@ class Rebuild:
 
     def _create(self) -> _Heartbeat:
         w = self.w
-        body = index_body(self.mapping)
-        settings = body.setdefault("settings", {})
-        # No periodic refresh while bulk loading; restored before the swap.
-        settings.setdefault("index", {})["refresh_interval"] = "-1"
         meta = {"state": "building", "table": w.table.name, "host": socket.gethostname(),
                 "pid": os.getpid(), "started": time.time(), "heartbeat": time.time()}
-        body["mappings"]["_meta"] = {META_KEY: meta}
-        body["aliases"] = {rebuild_alias(w.alias): {}}
-        w.store.create_index(self.index, body, 60)
-        log.info("rebuild_started", index=self.index, alias=w.alias, table=w.table.name)
+        self.asked_settings = create_building(w, self.index, self.mapping, meta)
         self.say(f"building {self.index} for alias {w.alias!r} from table {w.table.name!r}")
         heartbeat = _Heartbeat(w.store, self.index, meta)
         heartbeat.start()
@@ -301,50 +404,22 @@ class Rebuild:
         if self.stop.wait(wait):
             raise KeyboardInterrupt
 
-    def _scan(self, progress: Progress) -> None:
-        segments = self.options.segments
-        limiter = tables.RateLimiter(self.options.rate)
-        with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="scan") as pool:
-            futures = [pool.submit(self._segment, n, segments, limiter, progress) for n in range(segments)]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                self.stop.set()
-                raise
+    def _load(self, units: list[Unit], expected: int | None, progress: Progress) -> None:
+        """Every unit through the local engine; for an export, the counts must add up."""
+        from .engines import run_local, workers_from
+        from .worker import Target, Worker
 
-    def _segment(self, segment: int, segments: int, limiter: tables.RateLimiter, progress: Progress) -> None:
-        w = self.w
-        pending: list[Change] = []
-        page_size = min(self.options.bulk_size, 1000)
-        for page in tables.scan_segment(w.dynamodb, w.table.name, segment, segments, page_size, limiter, self.stop):
-            for item in page:
-                try:
-                    doc_id = document_id(w.table.keys_of(item))
-                    pending.append(upsert(w.alias, doc_id, item, SNAPSHOT_SEQUENCE))
-                except (RecordError, KeyError) as exc:
-                    reason = exc.message if isinstance(exc, RecordError) else f"missing key attribute {exc}"
-                    self._failed(str({k: item.get(k) for k in w.table.key_names}), reason)
-            with self.counts.lock:
-                self.counts.scanned += len(page)
-            if len(pending) >= self.options.bulk_size:
-                self._write(pending, progress, len(page))
-                pending = []
-            else:
-                progress.advance(len(page))
-        if pending:
-            self._write(pending, progress, 0)
-
-    def _write(self, changes: list[Change], progress: Progress, scanned: int) -> None:
-        result = apply(changes, self.w.store, FixedTargets([self.index]), Deadline.after(600), self.policy)
-        if result.unresolved:
-            raise ReplayAborted(f"{len(result.unresolved)} documents could not be written: {result.last_error}")
-        for change, error in result.dead:
-            self._failed(change.doc_id, f"{error.kind}: {error.message}")
-        with self.counts.lock:
-            self.counts.created += len(result.applied)
-            self.counts.stale += len(result.stale)
-        progress.advance(scanned, created=len(result.applied), live_newer=len(result.stale))
+        w, options = self.w, self.options
+        workers = options.workers or workers_from(self.env)
+        target = Target(self.index, w.alias, w.table, options.bulk_size, options.bulk_bytes,
+                        options.rate / workers if options.rate else None)
+        inline = lambda: Worker(target, w.store, w.dynamodb, sources.s3_client(), self.policy)  # noqa: E731
+        done = run_local(units, target, self.env, workers, self.policy, progress, inline, self.stop)
+        c = self.counts
+        c.scanned, c.created, c.stale = done.read, done.created, done.stale
+        for key, reason in done.refused:
+            self._failed(key, reason)
+        check_read(expected, done.read)
 
     def _failed(self, key: str, reason: str) -> None:
         with self.counts.lock:
@@ -352,22 +427,9 @@ class Rebuild:
         log.warning("item_not_indexed", key=key, reason=reason[:500])
 
     def _swap(self, heartbeat: _Heartbeat) -> list[str]:
-        """Move the alias to the new index in one call; returns the indices it left."""
-        w = self.w
-        w.store.put_settings(self.index, {"index": {"refresh_interval": None}}, 60)
-        w.store.refresh(self.index, 300)
-        found = existing(w)  # the serving index may have been created meanwhile by the live path
-        actions: list[dict[str, Any]] = [
-            {"add": {"index": self.index, "alias": w.alias, "filter": ALIAS_FILTER, "is_write_index": True}},
-            {"remove": {"index": self.index, "alias": rebuild_alias(w.alias)}},
-        ]
-        actions += [{"remove": {"index": old, "alias": w.alias}} for old in found.serving]
-        if found.concrete:
-            actions.append({"remove_index": {"index": w.alias}})
-        w.store.update_aliases(actions, 60)
+        old = swap_alias(self.w, self.index, self.asked_settings)
         heartbeat.beat(state="complete", finished=time.time())
-        log.info("alias_swapped", alias=w.alias, index=self.index, previous=found.serving)
-        return found.serving
+        return old
 
     def _abandon(self) -> None:
         """Interrupted or failed: the alias never moved; drop the half-built index."""

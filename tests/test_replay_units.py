@@ -33,8 +33,9 @@ class ThrottlingDynamoDB:
 def test_the_scan_backs_off_on_throttling_and_carries_on(monkeypatch):
     monkeypatch.setattr("tenacity.nap.time.sleep", lambda seconds: None)
     fake = ThrottlingDynamoDB()
-    pages = list(tables.scan_segment(fake, "T", 0, 1, 10, tables.RateLimiter(None), threading.Event()))
-    assert [item["pk"]["S"] for page in pages for item in page] == ["a", "b"]
+    pages = list(tables.scan_pages(fake, "T", 0, 1, 10, tables.RateLimiter(None), threading.Event()))
+    assert [item["pk"]["S"] for page, _ in pages for item in page] == ["a", "b"]
+    assert [last for _, last in pages] == [{"pk": {"S": "a"}}, None]
     assert fake.calls == 4
 
 
@@ -44,7 +45,7 @@ def test_other_scan_errors_are_not_retried():
             raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Scan")
 
     with pytest.raises(ClientError):
-        list(tables.scan_segment(Broken(), "T", 0, 1, 10, tables.RateLimiter(None), threading.Event()))
+        list(tables.scan_pages(Broken(), "T", 0, 1, 10, tables.RateLimiter(None), threading.Event()))
 
 
 def test_the_rate_limit_spaces_reads_across_segments():
