@@ -146,3 +146,34 @@ def test_kill_9_of_a_worker_process_leaves_the_alias_unchanged_and_a_rerun_conve
     assert serving(es_client, alias) != before
     assert indexed(es_client, alias) == ITEMS
     assert sorted(es_client.indices.get(index=f"{alias}-*").body) == serving(es_client, alias)
+
+
+@pytest.mark.parametrize("source", ["scan", "export"])
+def test_a_pool_rebuild_while_writers_and_live_sync_run_ends_equal_to_the_table(table, es_url, monkeypatch,
+                                                                                 source):
+    from types import SimpleNamespace
+
+    from indexer import handler as lambda_handler
+    from tables import live_writes
+    from test_replay import alias_equals_table
+
+    alias, env = table
+    name = f"W{alias.replace('-', '')}"
+    create_table(name)
+    boto3.client("dynamodb").update_continuous_backups(
+        TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+    put_items(name, [{"pk": {"S": f"k{n}"}, "sk": {"N": "0"}, "v": {"N": "0"}} for n in range(150)])
+    queue = boto3.client("sqs").create_queue(QueueName=f"dlq-{alias}")["QueueUrl"]
+    for variable, value in {"INDEX_NAME": alias, "ELASTICSEARCH_URL": es_url, "DLQ_URL": queue,
+                            "TARGETS_TTL_SECONDS": "0.5"}.items():
+        monkeypatch.setenv(variable, value)
+    lambda_handler.reset()
+    flags = ["--source", source, "--export-bucket", BUCKET, "--export-prefix", "w", "--export-poll", "0.2"] \
+        if source == "export" else ["--segments", "3"]
+    with live_writes(name, seed=11, keys=180) as follower:
+        done = replay({**env, "TABLE_NAME": name}, "--full", "--workers", "2", "--bulk-size", "10", "--no-progress",
+                      *flags)
+    assert done.returncode == 0, done.stderr
+    assert follower.failures == []
+    lambda_handler.reset()
+    alias_equals_table(SimpleNamespace(table=name, es_url=es_url, alias=alias))
