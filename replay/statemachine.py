@@ -136,3 +136,24 @@ def execution_running(execution_arn: str) -> bool:
 
 def definition_json(steps_arn: str, worker_arn: str, max_concurrency: int) -> str:
     return json.dumps(definition(steps_arn, worker_arn, max_concurrency), indent=2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m replay.statemachine``: print the definition, to deploy it by hand meanwhile."""
+    import argparse
+
+    from indexer.cliutil import Parser, positive_int
+
+    p = Parser(prog="python -m replay.statemachine",
+               description="Print the rebuild state machine (Amazon States Language) for the given Lambdas.")
+    p.add_argument("--steps-arn", required=True, help="the Lambda running replay.steps.handler")
+    p.add_argument("--worker-arn", required=True, help="the Lambda running replay.worker.handler")
+    p.add_argument("--max-concurrency", type=positive_int, default=10,
+                   help="units loading at once: the cluster's ingest / one worker's docs/s (default 10; docs/scale.md)")
+    args: argparse.Namespace = p.parse_args(argv)
+    print(definition_json(args.steps_arn, args.worker_arn, args.max_concurrency))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -224,3 +224,16 @@ def test_stepfunctions_engine_needs_the_state_machine(monkeypatch, capsys):
     monkeypatch.delenv("REBUILD_STATE_MACHINE_ARN", raising=False)
     assert cli.main(["--full", "--engine", "stepfunctions", "--table", "T"]) == 2
     assert "REBUILD_STATE_MACHINE_ARN" in capsys.readouterr().err
+
+
+def test_the_definition_prints_for_a_deployment_by_hand():
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "replay.statemachine", "--steps-arn", "arn:s", "--worker-arn",
+                            "arn:w", "--max-concurrency", "24"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == definition("arn:s", "arn:w", 24)
+    bad = subprocess.run([sys.executable, "-m", "replay.statemachine", "--steps-arn", "arn:s"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
