@@ -23,8 +23,8 @@ from indexer.errors import RecordError
 from replay import cli
 from replay import full as replay_full
 from replay.redrive import engine as redrive_engine
-from stream_events import record
 from tables import put_items
+from test_redrive import stream_records
 from test_replay import alias_equals_table, rebuild, serving  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.es
@@ -149,6 +149,8 @@ def test_redrive_survives_a_fault_at_every_cluster_call(swept):
     sqs = boto3.client("sqs")
     keys = {"pk": {"S": "k2"}, "sk": {"N": "2"}}
     (index,) = serving(swept)
+    # Redrive accepts only records of its own table's streams (replay/redrive/trust.py).
+    stream_arn = boto3.client("dynamodb").describe_table(TableName=swept.table)["Table"]["LatestStreamArn"]
 
     def queued() -> int:
         attributes = sqs.get_queue_attributes(QueueUrl=swept.queue_url, AttributeNames=["All"])["Attributes"]
@@ -156,7 +158,9 @@ def test_redrive_survives_a_fault_at_every_cluster_call(swept):
 
     def prepare() -> None:
         swept.es.delete(index=index, id="k2|2", refresh=True)
-        stream_record = record("MODIFY", keys, {**keys, "v": {"N": "2"}}, 9)
+        # A real record of the table's stream: redrive refuses sequence numbers its stream lacks.
+        _, records = stream_records(stream_arn)
+        stream_record = [r for r in records if r["dynamodb"]["Keys"] == keys][-1]
         body = deadletter.encoded(deadletter.message(
             deadletter.Letter(stream_record, RecordError("document_parsing_exception", "refused earlier")),
             deadletter.now()))
