@@ -126,3 +126,7 @@ class Refused(IndexerError):
 
 class ReplayAborted(IndexerError):
     """The rebuild could not finish (the cluster kept failing); the alias was not moved."""
+
+
+class ExportError(ReplayAborted):
+    """A table export failed, or its files do not match its manifest; the alias was not moved."""

@@ -92,6 +92,24 @@ def parser() -> argparse.ArgumentParser:
     flags.add(full, "--clean-orphans", (FULL, LIST_ORPHANS), action="store_true",
               help="delete indices left by interrupted rebuilds (--full always does first; "
                    "with --list-orphans, delete them and list what remains)")
+    flags.add(full, "--source", (FULL,), choices=("scan", "export"),
+              help="scan: parallel Scan with consistent reads (uses read capacity); export: "
+                   "ExportTableToPointInTime to S3 (needs point-in-time recovery; no read capacity) "
+                   f"(default {FullOptions.source})")
+    flags.add(full, "--engine", (FULL,), choices=("local", "stepfunctions"),
+              help="local: a pool of worker processes here; stepfunctions: start the rebuild state machine "
+                   f"and follow it (default {FullOptions.engine})")
+    flags.add(full, "--workers", (FULL,), type=positive_int,
+              help="local engine: worker processes; 1 runs in this process (default: REPLAY_WORKERS, else the cores)")
+    flags.add(full, "--bulk-bytes", (FULL,), type=positive_int,
+              help=f"a bulk request is cut at this many bytes (default {FullOptions.bulk_bytes})")
+    flags.add(full, "--export-bucket", (FULL,), help="--source export: the S3 bucket the export is written to")
+    flags.add(full, "--export-prefix", (FULL,), help="--source export: key prefix in that bucket")
+    flags.add(full, "--export-kms-key", (FULL,), help="--source export: KMS key to encrypt the export with (SSE-KMS)")
+    flags.add(full, "--state-machine-arn", (FULL,),
+              help="--engine stepfunctions: the rebuild state machine (default: REBUILD_STATE_MACHINE_ARN)")
+    flags.add(full, "--export-poll", (FULL,), type=positive_float, help=argparse.SUPPRESS)
+    flags.add(full, "--follow-poll", (FULL,), type=positive_float, help=argparse.SUPPRESS)
 
     verify = p.add_argument_group("--verify")
     flags.add(verify, "--fix", (VERIFY,), action="store_true", help="repair the drift found, through the ordering guard")

@@ -24,14 +24,13 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import structlog
 
-from indexer.apply import Deadline, RetryPolicy, apply
+from indexer.apply import BULK_MAX_BYTES, Deadline, RetryPolicy, apply
 from indexer.errors import ClusterError, RecordError, ReplayAborted, RetryableError, SettingsError
 from indexer.ids import document_id
 from indexer.layout import (
@@ -41,17 +40,21 @@ from indexer.records import SNAPSHOT_SEQUENCE, Change, upsert
 from indexer.search import Store
 from indexer.settings import mapping_file
 
+from . import sources
 from . import table as tables
+from .buildsettings import building_body, restored
 from .progress import Progress
+from .units import check_read
 from .wiring import Wiring, wire
+
+if TYPE_CHECKING:
+    from .units import Unit
 
 log = structlog.get_logger("replay.full")
 
 HEARTBEAT_SECONDS = 10.0
 #: A building index whose heartbeat is older than this belongs to a replay that died.
 ORPHAN_AFTER_SECONDS = 60.0
-#: Test hook: the path of a file the scan waits for after each written page, until it exists.
-HOLD_VARIABLE = "REPLAY_HOLD_FILE"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,19 @@ class FullOptions:
     migrate: bool = False
     clean_orphans: bool = False
     progress: bool = True
+    #: scan (parallel Scan) or export (ExportTableToPointInTime to S3).
+    source: str = "scan"
+    #: local (a process pool here) or stepfunctions (the deployed state machine).
+    engine: str = "local"
+    #: Worker processes (None: REPLAY_WORKERS, else the number of cores).
+    workers: int | None = None
+    bulk_bytes: int = BULK_MAX_BYTES
+    export_bucket: str | None = None
+    export_prefix: str | None = None
+    export_kms_key: str | None = None
+    export_poll: float = 10.0
+    state_machine_arn: str | None = None
+    follow_poll: float = 5.0
 
 
 Say = Callable[[str], None]
@@ -108,6 +124,10 @@ def _meta(index_meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def _alive(meta: Mapping[str, Any], now: float) -> bool:
     """Whether the replay that is building an index is still running."""
+    if meta.get("execution"):  # built by the Step Functions engine: alive while its execution runs
+        from .statemachine import execution_running
+
+        return execution_running(str(meta["execution"]))
     if meta.get("host") == socket.gethostname() and isinstance(meta.get("pid"), int):
         try:
             os.kill(meta["pid"], 0)
@@ -258,16 +278,30 @@ class _Heartbeat(threading.Thread):
                 log.warning("heartbeat_failed", error=str(exc))
 
 
-def run(options: FullOptions, env: Mapping[str, str], say: Say = silent) -> Rebuilt:
-    """Rebuild the alias's index from the table; ``say`` narrates each step as it happens."""
+def run(options: FullOptions, env: Mapping[str, str], say: Say = silent) -> Any:
+    """Rebuild the alias's index from the table; ``say`` narrates each step as it happens.
+    The result has ``lines()`` and ``failed`` (a :class:`Rebuilt` for the local engine)."""
+    sources.check_flags(options)
+    if options.engine == "stepfunctions":
+        from .stepfunctions import run as run_in_step_functions
+
+        return run_in_step_functions(options, env, say)
     w = wire(env)
+    sources.check_table(options, w)
     mapping = _load_mapping(options, w)
     if w.table.stream_arn is None:
         say(f"warning: table {w.table.name!r} has no stream: live sync cannot follow it; "
             "the rebuilt index will go stale")
         log.warning("table_without_stream", table=w.table.name)
+    clear_the_way(w, options.migrate, say)
+    return Rebuild(w, options, mapping, say, env).run()
+
+
+def clear_the_way(w: Wiring, migrate: bool, say: Say = silent) -> None:
+    """Refuse to start beside a running build or over a concrete index (unless ``migrate``);
+    remove what interrupted builds left."""
     found = existing(w)
-    if found.concrete and not options.migrate:
+    if found.concrete and not migrate:
         raise SettingsError(
             f"INDEX_NAME {w.alias!r} is a concrete index, not an alias: rerun with --migrate to rebuild "
             "behind an alias of that name (the concrete index is deleted at the swap)"
@@ -278,20 +312,177 @@ def run(options: FullOptions, env: Mapping[str, str], say: Say = silent) -> Rebu
             "wait for it to finish"
         )
     remove_orphans(w, found, say)
-    return Rebuild(w, options, mapping, say).run()
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one bulk of snapshots did to the new index."""
+
+    created: int
+    #: Already there: the live path wrote the item first, and its version wins.
+    stale: int
+    #: (document id, reason) of items the cluster refused (e.g. a mapping conflict).
+    refused: list[tuple[str, str]]
+
+
+def snapshot_changes(alias: str, table: tables.TableInfo,
+                     items: list[dict[str, Any]]) -> tuple[list[Change], list[tuple[str, str]]]:
+    """Items read from the table (a scan page or an export file) as snapshot writes, and the
+    (key, reason) of those that cannot become one. The one place a snapshot is made: the local
+    engine's processes and the Step Functions worker both come here."""
+    changes: list[Change] = []
+    refused: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            doc_id = document_id(table.keys_of(item))
+            changes.append(upsert(alias, doc_id, item, SNAPSHOT_SEQUENCE))
+        except (RecordError, KeyError) as exc:
+            reason = exc.message if isinstance(exc, RecordError) else f"missing key attribute {exc}"
+            refused.append((str({k: item.get(k) for k in table.key_names}), reason))
+    return changes, refused
+
+
+def write_snapshots(store: Store, index: str, changes: list[Change], policy: RetryPolicy,
+                    max_bytes: int = BULK_MAX_BYTES, sleep: Callable[[float], None] = time.sleep) -> Written:
+    """Write snapshots to the index being built, each only where nothing is there yet (the guard);
+    ReplayAborted when the cluster keeps failing, so the alias is never moved over a gap."""
+    result = apply(changes, store, FixedTargets([index]), Deadline.after(600), policy, sleep=sleep,
+                   max_bytes=max_bytes)
+    if result.unresolved:
+        raise ReplayAborted(f"{len(result.unresolved)} documents could not be written: {result.last_error}")
+    refused = [(change.doc_id, f"{error.kind}: {error.message}") for change, error in result.dead]
+    return Written(len(result.applied), len(result.stale), refused)
+
+
+def building_meta(w: Wiring, ttl: float, **owner: Any) -> dict[str, Any]:
+    """The ``_meta`` a build starts with: who owns it (``owner``: host and pid, or a Step Functions
+    execution), a run id that tells it from an index re-created under its name, the targets TTL the
+    live path was told (the next replay waits as long), and ``snapshot_started``.
+
+    ``snapshot_started`` starts as the creation time: every item a source reads is read later, so
+    it is a safe lower bound for the snapshot rule (indexer/actions.py) from the first instant the
+    live path can see the build; the engines move it up to the scan start or the export time."""
+    now = time.time()
+    return {"state": "building", "table": w.table.name, **owner, "run": uuid.uuid4().hex, "started": now,
+            "heartbeat": now, "snapshot_started": now, TTL_KEY: ttl}
+
+
+@dataclass(frozen=True)
+class Building:
+    """An index created as the rebuild target, and what the swap must check and restore."""
+
+    index: str
+    #: The cluster's uuid of the index at creation ("" when it could not be read back).
+    uuid: str
+    #: ``run`` of its ``_meta``: a name re-created by a stray write never carries it.
+    run: str
+    #: The settings the mapping asked for, to put back before the swap.
+    asked: dict[str, Any]
+
+
+def create_building(w: Wiring, index: str, mapping: dict[str, Any] | None, meta: dict[str, Any]) -> Building:
+    """Create ``index`` as the rebuild target (bulk-load settings, ``meta`` in its ``_meta``)."""
+    # No replicas and no periodic refresh while bulk loading; restored before the swap.
+    body, asked = building_body(index_body(mapping))
+    body["mappings"]["_meta"] = {META_KEY: meta}
+    body["aliases"] = {rebuild_alias(w.alias): {}}
+    w.store.create_index(index, body, 60)
+    created = _uuid(w.store.indices(index, 30).get(index, {}))
+    log.info("rebuild_started", index=index, alias=w.alias, table=w.table.name)
+    return Building(index, created, str(meta.get("run", "")), asked)
+
+
+def record_meta(w: Wiring, index: str, **changes: Any) -> None:
+    """Update fields of a build's ``_meta`` (read, changed, written whole: ``_meta`` is replaced
+    as one object). For the engines without a heartbeat holding the meta."""
+    meta = _meta(w.store.indices(index, 30).get(index, {}))
+    meta.update(changes, heartbeat=time.time())
+    w.store.put_meta(index, {META_KEY: meta}, 30)
+
+
+def still_ours(w: Wiring, building: Building) -> None:
+    """Refuse to swap onto anything but this run's own build: a rerun may have deleted it as
+    orphaned while we were paused, and a stray write re-created the name."""
+    body = w.store.indices(building.index, 30).get(building.index)
+    if body is None:
+        raise ReplayAborted(f"{building.index} was deleted while this replay ran (another replay "
+                            "took it for orphaned); the alias was not moved")
+    if _uuid(body) != building.uuid or _meta(body).get("run") != building.run:
+        raise ReplayAborted(f"{building.index} is no longer the index this replay built (it was deleted and "
+                            "re-created while this replay was paused); the alias was not moved")
+
+
+def serves(w: Wiring, index: str) -> bool:
+    """Whether the alias now points at ``index``."""
+    return index in w.store.aliases([w.alias], 30)
+
+
+def swap_alias(w: Wiring, building: Building) -> list[str]:
+    """Settings back (what the mapping asked, else the replaced index's), refresh, check the build
+    is still ours, then move the alias to it in one ``_aliases`` call; the indices it left."""
+    index = building.index
+    found = existing(w)
+    previous = w.store.indices(found.serving[0], 30) if found.serving else {}
+    previous_settings = next(iter(previous.values()), {}).get("settings", {}).get("index")
+    w.store.put_settings(index, restored(building.asked, previous_settings), 60)
+    w.store.refresh(index, 300)
+    still_ours(w, building)
+    found = existing(w)  # the serving index may have been created meanwhile by the live path
+    # ``must_exist`` makes the call fail as a whole when our index lost its rebuild alias
+    # (deleted and re-created) or an old index lost the alias (another replay swapped).
+    actions: list[dict[str, Any]] = [
+        {"add": {"index": index, "alias": w.alias, "filter": ALIAS_FILTER, "is_write_index": True}},
+        {"remove": {"index": index, "alias": rebuild_alias(w.alias), "must_exist": True}},
+    ]
+    actions += [{"remove": {"index": old, "alias": w.alias, "must_exist": True}} for old in found.serving]
+    if found.concrete:
+        actions.append({"remove_index": {"index": w.alias}})
+    try:
+        w.store.update_aliases(actions, 60)
+    except RetryableError:
+        # The answer was lost, not necessarily the swap: look before deciding it failed.
+        if not serves(w, index):
+            raise
+    log.info("alias_swapped", alias=w.alias, index=index, previous=found.serving)
+    return found.serving
+
+
+def abandon_build(w: Wiring, index: str, say: Say = silent) -> None:
+    """Interrupted or failed: drop the half-built index, unless the alias already serves it
+    (the swap landed and only its answer or a later step failed) or we cannot tell."""
+    try:
+        if serves(w, index):
+            say(f"replay stopped after the swap; alias {w.alias!r} serves {index}")
+            return
+        w.store.delete_indices([index], 60)
+        say(f"replay stopped; {index} removed; alias {w.alias!r} unchanged")
+    except (RetryableError, ClusterError) as exc:
+        say(f"replay stopped; could not remove {index} ({exc}); the next run will")
+
+
+def retire(w: Wiring, old: list[str], wait: float, say: Say = silent) -> None:
+    """Delete the indices the alias left, once live writers' target caches (``wait``) have expired."""
+    if not old:
+        return
+    time.sleep(wait)
+    try:
+        w.store.delete_indices(old, 60)
+    except (RetryableError, ClusterError) as exc:
+        # The swap is done; an old index left over is listed as kept and can be deleted by hand.
+        say(f"could not delete the previous index {', '.join(old)} ({exc}); delete it by hand")
+        log.warning("retire_failed", indices=old, error=str(exc))
 
 
 class Rebuild:
-    def __init__(self, w: Wiring, options: FullOptions, mapping: dict[str, Any] | None, say: Say = silent) -> None:
+    def __init__(self, w: Wiring, options: FullOptions, mapping: dict[str, Any] | None, say: Say = silent,
+                 env: Mapping[str, str] | None = None) -> None:
         self.w = w
+        self.env = dict(env if env is not None else os.environ)
         self.options = options
         self.mapping = mapping
         self.say = say
         self.index = new_index_name(w.alias, datetime.now(timezone.utc))
-        #: Tells this run's index from another created under the same name (auto-created by a
-        #: stray write after a rerun deleted ours as orphaned).
-        self.run_id = uuid.uuid4().hex
-        self.uuid = ""
+        self.building: Building | None = None
         self.counts = Counts()
         self.stop = threading.Event()
         self.policy = RetryPolicy.of(w.settings)
@@ -306,10 +497,12 @@ class Rebuild:
                 # after it, must not leave an index that looks like a live replay's build.
                 heartbeat = self._create()
                 self._announce(heartbeat)
-                progress = Progress(f"replay {self.w.table.name}", self.w.table.item_count,
+                units, expected = sources.planned(self.options, self.w, self.stop, self.say)
+                progress = Progress(f"replay {self.w.table.name}",
+                                    self.w.table.item_count if expected is None else expected,
                                     enabled=self.options.progress)
                 try:
-                    self._scan(progress)
+                    self._load(units, expected, progress)
                 finally:
                     progress.close()
                 heartbeat.stopped.set()
@@ -318,11 +511,12 @@ class Rebuild:
                 self.stop.set()
                 if heartbeat is not None:
                     heartbeat.stopped.set()
-                self._abandon()
+                abandon_build(self.w, self.index, self.say)
                 raise
             # From here on the alias serves the new index: nothing may delete it.
             self._mark_complete(heartbeat)
-            self._retire(old)
+            if not self.options.keep_old:
+                retire(self.w, old, self.wait, self.say)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -330,18 +524,8 @@ class Rebuild:
 
     def _create(self) -> _Heartbeat:
         w = self.w
-        body = index_body(self.mapping)
-        settings = body.setdefault("settings", {})
-        # No periodic refresh while bulk loading; restored before the swap.
-        settings.setdefault("index", {})["refresh_interval"] = "-1"
-        meta = {"state": "building", "table": w.table.name, "host": socket.gethostname(),
-                "pid": os.getpid(), "run": self.run_id, "started": time.time(), "heartbeat": time.time(),
-                TTL_KEY: self.wait - 1.0}
-        body["mappings"]["_meta"] = {META_KEY: meta}
-        body["aliases"] = {rebuild_alias(w.alias): {}}
-        w.store.create_index(self.index, body, 60)
-        self.uuid = _uuid(w.store.indices(self.index, 30).get(self.index, {}))
-        log.info("rebuild_started", index=self.index, alias=w.alias, table=w.table.name)
+        meta = building_meta(w, self.wait - 1.0, host=socket.gethostname(), pid=os.getpid())
+        self.building = create_building(w, self.index, self.mapping, meta)
         self.say(f"building {self.index} for alias {w.alias!r} from table {w.table.name!r}")
         heartbeat = _Heartbeat(w.store, self.index, meta)
         heartbeat.start()
@@ -349,154 +533,46 @@ class Rebuild:
 
     def _announce(self, heartbeat: _Heartbeat) -> None:
         """Wait until every live writer has seen the rebuild target (their cache has expired),
-        then record when the scan starts: every item it reads is at least that recent."""
+        then record when the source starts reading: every item a scan reads, and the export
+        (its ExportTime is taken right after this), is at least that recent."""
         wait = self.wait
         self.say(f"waiting {wait:.0f}s for live writers to start writing to {self.index} too")
         if self.stop.wait(wait):
             raise KeyboardInterrupt
         heartbeat.beat(snapshot_started=time.time())
 
-    def _scan(self, progress: Progress) -> None:
-        segments = self.options.segments
-        rate = self.options.rate
-        limiter = tables.RateLimiter(rate)
-        page_size = scan_page_size(self.options.bulk_size, rate, segments)
-        with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="scan") as pool:
-            futures = [pool.submit(self._segment, n, segments, page_size, limiter, progress)
-                       for n in range(segments)]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                self.stop.set()
-                raise
+    def _load(self, units: list[Unit], expected: int | None, progress: Progress) -> None:
+        """Every unit through the local engine; for an export, the counts must add up."""
+        from .engines import run_local, workers_from
+        from .worker import Target, Worker
 
-    def _segment(self, segment: int, segments: int, page_size: int, limiter: tables.RateLimiter,
-                 progress: Progress) -> None:
-        w = self.w
-        pending: list[dict[str, Any]] = []
-        pages = tables.scan_segment(w.dynamodb, w.table.name, segment, segments, page_size, limiter, self.stop)
-        for page in pages:
-            with self.counts.lock:
-                self.counts.scanned += len(page)
-            pending += page
-            if len(pending) >= self.options.bulk_size:
-                self.write_snapshot(pending, progress, len(page))
-                pending = []
-                self._hold_for_tests()
-            else:
-                progress.advance(len(page))
-        if pending:
-            self.write_snapshot(pending, progress, 0)
-
-    def write_snapshot(self, items: list[dict[str, Any]], progress: Progress, scanned: int) -> None:
-        """Write scanned items (DynamoDB JSON) to the new index as snapshots: each lands only
-        where the live path has written nothing. Any rebuild source calls this."""
-        w = self.w
-        changes: list[Change] = []
-        for item in items:
-            try:
-                doc_id = document_id(w.table.keys_of(item))
-                changes.append(upsert(w.alias, doc_id, item, SNAPSHOT_SEQUENCE))
-            except (RecordError, KeyError) as exc:
-                reason = exc.message if isinstance(exc, RecordError) else f"missing key attribute {exc}"
-                self._failed(str({k: item.get(k) for k in w.table.key_names}), reason)
-        result = apply(changes, w.store, FixedTargets([self.index]), Deadline.after(600), self.policy)
-        if result.unresolved:
-            raise ReplayAborted(f"{len(result.unresolved)} documents could not be written: {result.last_error}")
-        for change, error in result.dead:
-            self._failed(change.doc_id, f"{error.kind}: {error.message}")
-        with self.counts.lock:
-            self.counts.created += len(result.applied)
-            self.counts.stale += len(result.stale)
-        progress.advance(scanned, created=len(result.applied), live_newer=len(result.stale))
-
-    def _hold_for_tests(self) -> None:
-        """With REPLAY_HOLD_FILE set, every segment waits after each written page until that
-        file exists: tests interrupt a replay that is provably mid-scan, never racing the scan."""
-        hold = os.environ.get(HOLD_VARIABLE)
-        if not hold or os.path.exists(hold):
-            return
-        log.warning("replay_holding", file=hold, written=self.counts.created)
-        while not os.path.exists(hold) and not self.stop.wait(0.05):
-            pass
+        w, options = self.w, self.options
+        workers = options.workers or workers_from(self.env)
+        target = Target(self.index, w.alias, w.table, options.bulk_size, options.bulk_bytes,
+                        options.rate / workers if options.rate else None)
+        inline = lambda: Worker(target, w.store, w.dynamodb, sources.s3_client(), self.policy)  # noqa: E731
+        done = run_local(units, target, self.env, workers, self.policy, progress, inline, self.stop)
+        c = self.counts
+        c.scanned, c.created, c.stale = done.read, done.created, done.stale
+        for key, reason in done.refused:
+            self._failed(key, reason)
+        check_read(expected, done.read)
 
     def _failed(self, key: str, reason: str) -> None:
         with self.counts.lock:
             self.counts.failed.append((key, reason))
         log.warning("item_not_indexed", key=key, reason=reason[:500])
 
-    def _still_ours(self) -> None:
-        """Refuse to swap onto anything but this run's own, complete build: a rerun may have
-        deleted it as orphaned while we were paused, and a stray write re-created the name."""
-        body = self.w.store.indices(self.index, 30).get(self.index)
-        if body is None:
-            raise ReplayAborted(f"{self.index} was deleted while this replay ran (another replay "
-                                "took it for orphaned); the alias was not moved")
-        if _uuid(body) != self.uuid or _meta(body).get("run") != self.run_id:
-            raise ReplayAborted(f"{self.index} is no longer the index this replay built (it was deleted and "
-                                "re-created while this replay was paused); the alias was not moved")
-        if self.stop.is_set():
-            raise ReplayAborted("the scan was stopped before it finished")
-
     def _swap(self) -> list[str]:
-        """Move the alias to the new index in one call; returns the indices it left."""
-        w = self.w
-        w.store.put_settings(self.index, {"index": {"refresh_interval": None}}, 60)
-        w.store.refresh(self.index, 300)
-        self._still_ours()
-        found = existing(w)  # the serving index may have been created meanwhile by the live path
-        # ``must_exist`` makes the call fail as a whole when our index lost its rebuild alias
-        # (deleted and re-created) or an old index lost the alias (another replay swapped).
-        actions: list[dict[str, Any]] = [
-            {"add": {"index": self.index, "alias": w.alias, "filter": ALIAS_FILTER, "is_write_index": True}},
-            {"remove": {"index": self.index, "alias": rebuild_alias(w.alias), "must_exist": True}},
-        ]
-        actions += [{"remove": {"index": old, "alias": w.alias, "must_exist": True}} for old in found.serving]
-        if found.concrete:
-            actions.append({"remove_index": {"index": w.alias}})
-        try:
-            w.store.update_aliases(actions, 60)
-        except RetryableError:
-            # The answer was lost, not necessarily the swap: look before deciding it failed.
-            if not self._serving():
-                raise
-        log.info("alias_swapped", alias=w.alias, index=self.index, previous=found.serving)
-        return found.serving
-
-    def _serving(self) -> bool:
-        """Whether the alias now points at this run's index."""
-        return self.index in self.w.store.aliases([self.w.alias], 30)
+        if self.building is None or self.stop.is_set():
+            raise ReplayAborted("the load was stopped before it finished")
+        return swap_alias(self.w, self.building)
 
     def _mark_complete(self, heartbeat: _Heartbeat) -> None:
         try:
             heartbeat.beat(state="complete", finished=time.time())
         except (RetryableError, ClusterError) as exc:  # the alias moved; the mark is only a label
             log.warning("complete_mark_failed", index=self.index, error=str(exc))
-
-    def _abandon(self) -> None:
-        """Interrupted or failed: drop the half-built index, unless the alias already serves it
-        (the swap landed and only its answer or a later step failed) or we cannot tell."""
-        try:
-            if self._serving():
-                self.say(f"replay stopped after the swap; alias {self.w.alias!r} serves {self.index}")
-                return
-            self.w.store.delete_indices([self.index], 60)
-            self.say(f"replay stopped; {self.index} removed; alias {self.w.alias!r} unchanged")
-        except (RetryableError, ClusterError) as exc:
-            self.say(f"replay stopped; could not remove {self.index} ({exc}); the next run will")
-
-    def _retire(self, old: list[str]) -> None:
-        if not old or self.options.keep_old:
-            return
-        # Live writers may still hold the old index in their target cache for a while.
-        time.sleep(self.wait)
-        try:
-            self.w.store.delete_indices(old, 60)
-        except (RetryableError, ClusterError) as exc:
-            # The swap is done; an old index left over is listed as kept and can be deleted by hand.
-            self.say(f"could not delete the previous index {', '.join(old)} ({exc}); delete it by hand")
-            log.warning("retire_failed", indices=old, error=str(exc))
 
     def _report(self, old: list[str], seconds: float) -> Rebuilt:
         c = self.counts

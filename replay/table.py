@@ -104,7 +104,7 @@ def _throttled(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and exc.response["Error"]["Code"] in THROTTLING
 
 
-def scan_segment(
+def scan_pages(
     dynamodb: Any,
     table: str,
     segment: int,
@@ -112,8 +112,10 @@ def scan_segment(
     page_size: int,
     limiter: RateLimiter,
     stop: threading.Event,
-) -> Iterator[list[dict[str, Any]]]:
-    """Pages of items of one parallel-scan segment, consistent reads, throttling absorbed."""
+    start_key: dict[str, Any] | None = None,
+) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any] | None]]:
+    """(items, key to resume after them or None at the end) per page of one segment, from
+    ``start_key``; consistent reads, throttling absorbed."""
     retrying = Retrying(
         retry=retry_if_exception(_throttled),
         stop=stop_after_attempt(20),
@@ -128,11 +130,13 @@ def scan_segment(
         "ConsistentRead": True,
         "Limit": page_size,
     }
+    if start_key:
+        request["ExclusiveStartKey"] = start_key
     while not stop.is_set():
         limiter.take(page_size)
         page = retrying(dynamodb.scan, **request)
-        yield page.get("Items", [])
         last = page.get("LastEvaluatedKey")
+        yield page.get("Items", []), last or None
         if not last:
             return
         request["ExclusiveStartKey"] = last

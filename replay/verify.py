@@ -120,7 +120,7 @@ def table_digests(w: Wiring, segments: int, progress_enabled: bool) -> tuple[dic
     limiter = tables.RateLimiter(None)
 
     def segment(n: int) -> None:
-        for page in tables.scan_segment(w.dynamodb, w.table.name, n, segments, 1000, limiter, stop):
+        for page, _ in tables.scan_pages(w.dynamodb, w.table.name, n, segments, 1000, limiter, stop):
             local = []
             for item in page:
                 keys = w.table.keys_of(item)

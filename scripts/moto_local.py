@@ -23,11 +23,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(python: str = sys.executable, timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
-    """Start ``moto.server`` on 127.0.0.1; the process and its URL, once it answers."""
+def start(python: str = sys.executable, timeout: float = 30.0, script: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``moto.server`` (or ``script``, a file that patches moto and runs its server with
+    the same arguments) on 127.0.0.1; the process and its URL, once it answers."""
     port = free_port()
     process = subprocess.Popen(
-        [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [python, *([script] if script else ["-m", "moto.server"]), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

@@ -205,6 +205,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "AWS_DEFAULT_REGION": "us-east-1",
         # botocore otherwise sends some calls to an account endpoint moto does not intercept.
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+        # In-process moto is invisible to other processes: a replay runs its one worker in-process.
+        "REPLAY_WORKERS": "1",
     }.items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
@@ -290,13 +292,13 @@ def sync(aws: None, es_client: Cluster, es_url: str, monkeypatch: pytest.MonkeyP
 # 3. moto server (a separate process, for tests that run the CLIs as subprocesses)
 # ==========================================================================
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """A moto server on a free loopback port; its URL (``aws_server`` resets it per test)."""
+def moto_process(script: str | None = None) -> Iterator[str]:
+    """A moto server (or ``script``, one that patches moto first) on a free loopback port, for
+    a fixture to yield from; stopped after."""
     import moto_local
 
     try:
-        process, url = moto_local.start()
+        process, url = moto_local.start(script=script)
     except moto_local.MotoError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
@@ -306,20 +308,31 @@ def moto_server() -> Iterator[str]:
         process.wait(10)
 
 
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server on a free loopback port; its URL (``aws_server`` resets it per test)."""
+    yield from moto_process()
+
+
 @pytest.fixture
 def aws_server(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """boto3 (in this process and in subprocesses) pointed at a freshly reset moto server."""
+    point_boto3_at(moto_server, monkeypatch)
+    yield moto_server
+
+
+def point_boto3_at(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reset the moto server at ``server`` and point boto3 (here and in subprocesses) at it."""
     import moto_local
 
-    moto_local.reset(moto_server)
+    moto_local.reset(server)
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ENDPOINT_URL": server,
     }.items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"):
         monkeypatch.delenv(name, raising=False)
-    yield moto_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import boto3
 
@@ -94,3 +96,38 @@ class StreamFollower:
         while not self.stop.is_set():
             if not self.poll():
                 self.stop.wait(0.05)
+
+
+@contextmanager
+def live_writes(table: str, seed: int, keys: int) -> Iterator["StreamFollower"]:
+    """Random puts, updates and deletes of ``keys`` items of ``table`` while the body runs, with
+    live sync following the stream; stopped and drained on exit."""
+    rng = random.Random(seed)
+    follower = StreamFollower(table)
+    follower.drain()
+    stop = threading.Event()
+
+    def writer() -> None:
+        dynamodb = boto3.client("dynamodb")
+        while not stop.is_set():
+            key = {"pk": {"S": f"k{rng.randrange(keys)}"}, "sk": {"N": "0"}}
+            action = rng.random()
+            if action < 0.5:
+                dynamodb.put_item(TableName=table, Item={**key, "v": {"N": str(rng.randrange(10**6))}})
+            elif action < 0.8:
+                dynamodb.delete_item(TableName=table, Key=key)
+            else:
+                dynamodb.update_item(TableName=table, Key=key, UpdateExpression="SET w = :w",
+                                     ExpressionAttributeValues={":w": {"S": f"s{seed}"}})
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=follower.run)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield follower
+    finally:
+        stop.set()
+        follower.stop.set()
+        for thread in threads:
+            thread.join()
+    follower.drain()

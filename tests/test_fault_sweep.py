@@ -154,6 +154,7 @@ def test_redrive_survives_a_fault_at_every_cluster_call(swept):
         attributes = sqs.get_queue_attributes(QueueUrl=swept.queue_url, AttributeNames=["All"])["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
+    # Redrive accepts only records of its own table's streams (replay/redrive/trust.py).
     dynamodb = boto3.client("dynamodb")
     stream_arn = dynamodb.describe_table(TableName=swept.table)["Table"]["LatestStreamArn"]
 

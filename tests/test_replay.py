@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import threading
 
 import boto3
 import pytest
@@ -17,7 +15,7 @@ from indexer.cliutil import EXIT_CLUSTER, EXIT_USAGE
 from replay import cli
 from replay.verify import canonical
 from replay import full as replay_full
-from tables import StreamFollower, create_table, every_type_item, put_items, scan_all
+from tables import StreamFollower, create_table, every_type_item, live_writes, put_items, scan_all
 
 pytestmark = pytest.mark.es
 
@@ -88,36 +86,9 @@ def test_a_mapping_file_is_applied_to_the_new_index(rebuild, tmp_path):
 
 def test_replay_while_writers_and_live_sync_run_ends_equal_to_the_table(rebuild, monkeypatch):
     for seed in (1, 2, 3):
-        rng = random.Random(seed)
         put_items(rebuild.table, [{"pk": {"S": f"k{n}"}, "sk": {"N": "0"}, "v": {"N": "0"}} for n in range(60)])
-        follower = StreamFollower(rebuild.table)
-        follower.drain()
-        stop = threading.Event()
-
-        def writer() -> None:
-            dynamodb = boto3.client("dynamodb")
-            while not stop.is_set():
-                key = {"pk": {"S": f"k{rng.randrange(80)}"}, "sk": {"N": "0"}}
-                action = rng.random()
-                if action < 0.5:
-                    dynamodb.put_item(TableName=rebuild.table, Item={**key, "v": {"N": str(rng.randrange(10**6))}})
-                elif action < 0.8:
-                    dynamodb.delete_item(TableName=rebuild.table, Key=key)
-                else:
-                    dynamodb.update_item(TableName=rebuild.table, Key=key, UpdateExpression="SET w = :w",
-                                         ExpressionAttributeValues={":w": {"S": f"s{seed}"}})
-
-        threads = [threading.Thread(target=writer), threading.Thread(target=follower.run)]
-        for thread in threads:
-            thread.start()
-        try:
+        with live_writes(rebuild.table, seed, keys=80) as follower:
             assert cli.main(["--full", "--segments", "2", "--bulk-size", "10", "--no-progress"]) == 0
-        finally:
-            stop.set()
-            follower.stop.set()
-            for thread in threads:
-                thread.join()
-        follower.drain()
         assert follower.failures == []
         alias_equals_table(rebuild)
 
@@ -126,18 +97,18 @@ def test_a_delete_between_the_scan_reading_an_item_and_writing_it_wins(rebuild, 
     put_items(rebuild.table, [{"pk": {"S": f"k{n}"}, "sk": {"N": "0"}} for n in range(5)])
     follower = StreamFollower(rebuild.table)
     follower.drain()
-    real_scan = replay_full.tables.scan_segment
+    real_scan = replay_full.tables.scan_pages
 
     def scan_then_delete(*args, **kwargs):
-        for page in real_scan(*args, **kwargs):
+        for page, last in real_scan(*args, **kwargs):
             # The scan has read k2; before its document is written, the item is deleted and
             # the live path applies the delete to both indices.
             boto3.client("dynamodb").delete_item(TableName=rebuild.table, Key={"pk": {"S": "k2"}, "sk": {"N": "0"}})
             follower.drain()
             assert any(item["pk"]["S"] == "k2" for item in page) or not page
-            yield page
+            yield page, last
 
-    monkeypatch.setattr(replay_full.tables, "scan_segment", scan_then_delete)
+    monkeypatch.setattr(replay_full.tables, "scan_pages", scan_then_delete)
     assert cli.main(["--full", "--segments", "1", "--no-progress"]) == 0
     assert "k2|0" not in rebuild.docs()
     alias_equals_table(rebuild)

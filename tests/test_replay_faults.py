@@ -76,7 +76,7 @@ def test_a_paused_replay_never_swaps_onto_its_deleted_build(rebuild, proxy, monk
     orphaned and completes; A resumes: it must neither swap nor delete B's index."""
     put_items(rebuild.table, items(30))
     assert cli.main(["--full", "--no-progress"]) == 0
-    real_scan = replay_full.tables.scan_segment
+    real_scan = replay_full.tables.scan_pages
     paused, resume = threading.Event(), threading.Event()
     first = [True]
 
@@ -90,7 +90,7 @@ def test_a_paused_replay_never_swaps_onto_its_deleted_build(rebuild, proxy, monk
                 hold = False
             yield page
 
-    monkeypatch.setattr(replay_full.tables, "scan_segment", pausing_scan)
+    monkeypatch.setattr(replay_full.tables, "scan_pages", pausing_scan)
     outcome: list[int] = []
     replay_a = threading.Thread(target=lambda: outcome.append(
         cli.main(["--full", "--segments", "1", "--bulk-size", "5", "--no-progress"])))

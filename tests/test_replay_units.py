@@ -33,8 +33,9 @@ class ThrottlingDynamoDB:
 def test_the_scan_backs_off_on_throttling_and_carries_on(monkeypatch):
     monkeypatch.setattr("tenacity.nap.time.sleep", lambda seconds: None)
     fake = ThrottlingDynamoDB()
-    pages = list(tables.scan_segment(fake, "T", 0, 1, 10, tables.RateLimiter(None), threading.Event()))
-    assert [item["pk"]["S"] for page in pages for item in page] == ["a", "b"]
+    pages = list(tables.scan_pages(fake, "T", 0, 1, 10, tables.RateLimiter(None), threading.Event()))
+    assert [item["pk"]["S"] for page, _ in pages for item in page] == ["a", "b"]
+    assert [last for _, last in pages] == [{"pk": {"S": "a"}}, None]
     assert fake.calls == 4
 
 
@@ -44,7 +45,7 @@ def test_other_scan_errors_are_not_retried():
             raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Scan")
 
     with pytest.raises(ClientError):
-        list(tables.scan_segment(Broken(), "T", 0, 1, 10, tables.RateLimiter(None), threading.Event()))
+        list(tables.scan_pages(Broken(), "T", 0, 1, 10, tables.RateLimiter(None), threading.Event()))
 
 
 def test_the_rate_limit_spaces_reads_across_segments():
@@ -102,7 +103,7 @@ def test_rate_limits_items_read_per_second_smoothly():
             reads.append((now[0], request["Limit"]))
             return {"Items": [{"pk": {"S": "x"}}] * request["Limit"], "LastEvaluatedKey": {"pk": {"S": "x"}}}
 
-    pages = tables.scan_segment(Table(), "t", 0, 2, scan_page_size(1000, 10, 2), limiter, threading.Event())
+    pages = tables.scan_pages(Table(), "t", 0, 2, scan_page_size(1000, 10, 2), limiter, threading.Event())
     for _ in range(8):
         next(pages)
     read = 0
@@ -134,3 +135,20 @@ def test_the_live_path_caches_its_targets_no_longer_than_the_serving_index_recor
     now[0] = 3.0  # past what replays wait for, well within the configured 15 s
     targets.indices("a", 1)
     assert Store.lookups == 2
+
+
+def test_a_rate_limited_scan_unit_reads_pages_of_about_one_second():
+    from replay.units import ScanUnit
+    from replay.worker import Target, Worker
+
+    limits: list[int] = []
+
+    class Table:
+        def scan(self, **request):
+            limits.append(request["Limit"])
+            return {"Items": [{"pk": {"S": "x"}}] * request["Limit"]}  # the segment's last page
+
+    info = tables.TableInfo("t", ("pk",), {"pk": "S"}, None, None, 0)
+    worker = Worker(Target("i", "a", info, bulk_size=1000, rate=10), None, Table(), None, None)
+    assert [len(items) for items, _ in worker._scan_batches(ScanUnit(0, 1))] == [10]
+    assert limits == [10]  # not a page of 1000 read at once, then a 100 s wait
