@@ -30,6 +30,8 @@ class Current:
     sequence: int
     seq_no: int
     primary_term: int
+    #: When the document's content was read from the table (ms), for a table state; else None.
+    read: int | None = None
 
 
 @dataclass(slots=True)
@@ -47,11 +49,15 @@ def current_of(doc: dict[str, Any]) -> Current | None:
         return None
     bookkeeping = (doc.get("_source") or {}).get(RESERVED_FIELD)
     sequence = UNKNOWN_SEQUENCE
+    read = None
     if isinstance(bookkeeping, dict):
         text = bookkeeping.get("seq")
         if isinstance(text, str) and text.isdigit():
             sequence = int(text)
-    return Current(sequence, int(doc["_seq_no"]), int(doc["_primary_term"]))
+        read = bookkeeping.get("read")
+        if type(read) is not int:
+            read = None
+    return Current(sequence, int(doc["_seq_no"]), int(doc["_primary_term"]), read)
 
 
 def is_stale(change: Change, current: Current | None) -> bool:
@@ -64,28 +70,52 @@ def is_stale(change: Change, current: Current | None) -> bool:
     return current.sequence >= change.sequence
 
 
-#: How much older than a snapshot's scan start a record must be to be judged by its time: covers
-#: ApproximateCreationDateTime's rounding and the clock of the host that ran the replay.
+#: How far from a table read a record's time must be to be judged by it: covers
+#: ApproximateCreationDateTime's rounding (down to the second) and the clock of the host that
+#: ran the replay. README "Snapshots and records" gives the argument.
 SNAPSHOT_MARGIN_MS = 60_000
 
 
-def older_than_snapshot(change: Change, snapshot_started_ms: int | None) -> bool:
-    """True when ``change`` was made clearly before the scan of a rebuilt index started: the
-    scan read the item after it (consistent reads), so a snapshot of that index, or the absence
-    of any document there, already reflects it or something newer.
+def read_time(current: Current | None, snapshot_started_ms: int | None) -> int | None:
+    """When what an index holds for a document was read from the table (ms): the scan start of
+    a rebuilt index for a snapshot (sequence 0) or a missing document; the read time of a table
+    state the handler wrote; None for a record's image, which is judged by sequence alone."""
+    if current is None or current.sequence == SNAPSHOT_SEQUENCE:
+        return snapshot_started_ms
+    return current.read
 
-    Repairs and read-back table states are the table's present, never older than a snapshot."""
-    if snapshot_started_ms is None or change.at is None or change.repair or change.table_state:
+
+def older_than_snapshot(change: Change, read_ms: int | None) -> bool:
+    """True when ``change`` was made clearly before a table read (a rebuild's scan start, or
+    the handler's read of the item): the read saw it (consistent reads), so what it wrote — or
+    the absence of any document — already reflects it or something newer.
+
+    Repairs and read-back table states are the table's present, never older than a read."""
+    if read_ms is None or change.at is None or change.repair or change.table_state:
         return False
-    return change.at < snapshot_started_ms - SNAPSHOT_MARGIN_MS
+    return change.at < read_ms - SNAPSHOT_MARGIN_MS
+
+
+def in_snapshot_window(change: Change, read_ms: int | None) -> bool:
+    """True when ``change`` was made within the margin around a table read: neither clearly
+    older (the read saw it) nor clearly newer (made after the read; for a rebuild, after dual
+    writes began, so every later change of the item reaches that index too)."""
+    if read_ms is None or change.at is None or change.repair or change.table_state:
+        return False
+    return read_ms - SNAPSHOT_MARGIN_MS <= change.at < read_ms + SNAPSHOT_MARGIN_MS
 
 
 def stale_against_snapshot(change: Change, current: Current | None, snapshot_started_ms: int | None) -> bool:
-    """The snapshot rule: a record clearly older than the scan loses to a snapshot document
-    (sequence 0) or to a missing document in the index that scan built."""
-    if current is not None and current.sequence != SNAPSHOT_SEQUENCE:
-        return False
-    return older_than_snapshot(change, snapshot_started_ms)
+    """The snapshot rule: a record clearly older than the table read behind a document (a
+    snapshot, a missing document in a rebuilt index, a table state) loses to it."""
+    return older_than_snapshot(change, read_time(current, snapshot_started_ms))
+
+
+def needs_table_state(change: Change, current: Current | None, snapshot_started_ms: int | None) -> bool:
+    """The snapshot rule's third case: a record of the uncertain window around the table read
+    behind a document cannot be judged by its time, so the item's present state is read from
+    the table and written under the record's sequence (indexer/tablestate.py)."""
+    return in_snapshot_window(change, read_time(current, snapshot_started_ms))
 
 
 def action_line(write: Write) -> bytes:

@@ -22,14 +22,20 @@ from tenacity import (
     wait_random,
 )
 
-from .actions import Current, Outcome, Write, bulk_body, is_stale, item_results, older_than_snapshot, stale_against_snapshot
-from .errors import ClusterError, MissingIndex, RecordError, RetryableError
+from .actions import (Current, Outcome, Write, bulk_body, in_snapshot_window, is_stale, item_results, needs_table_state,
+                      older_than_snapshot, stale_against_snapshot)
+from .errors import ClusterError, MissingIndex, ReadbackFailed, RecordError, RetryableError
 from .layout import FixedTargets, Targets
 from .metrics import BatchMetrics
 from .records import Change
 from .search import Store
 from .settings import DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_MAX_ATTEMPTS, Settings
 from .written import WrittenCache
+
+#: Reads the table's present state for changes the snapshot rule cannot judge by time: (alias,
+#: document id) → the change to write instead, or why there is none; raises ReadbackFailed.
+#: Given the changes and the seconds left (indexer/tablestate.py).
+ReadBack = Callable[[list[Change], Callable[[], float]], dict[tuple[str, str], "Change | RecordError"]]
 
 log = structlog.get_logger("indexer.apply")
 
@@ -107,8 +113,12 @@ class _Round:
     """The state of one ``apply`` call, carried across retry attempts."""
 
     def __init__(self, store: Store, deadline: Deadline, policy: RetryPolicy, max_bytes: int,
-                 metrics: BatchMetrics, written: WrittenCache | None = None) -> None:
+                 metrics: BatchMetrics, written: WrittenCache | None = None,
+                 read_back: ReadBack | None = None) -> None:
         self.metrics = metrics
+        self.read_back = read_back
+        #: Why the table could not be read for some units (they stay unsettled: Lambda retries).
+        self.unread = ""
         self.store = store
         #: What this container wrote last; its entries stand in for the read (see written.py).
         self.written = written if written is not None else WrittenCache(capacity=0)
@@ -155,6 +165,8 @@ class _Round:
             if to_read:
                 current.update(self.store.current(
                     [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()))
+                if self.read_back is not None:
+                    self._table_states(current)
             writes: list[_Unit] = []
             for unit in self.pending:
                 found = current.get((unit.index, unit.change.doc_id))
@@ -194,7 +206,7 @@ class _Round:
                         # The entry stands in for a read of this document: whatever the guard
                         # reads of a document (is_stale, actions.current_of) must be in it.
                         self.written.wrote(write.index, write.change.doc_id, Current(
-                            write.change.sequence, result.seq_no, result.primary_term))
+                            write.change.sequence, result.seq_no, result.primary_term, write.change.read))
                 elif result.outcome is Outcome.CONFLICT:
                     self.metrics.version_conflicts += 1
                     if write.change.snapshot:
@@ -212,12 +224,40 @@ class _Round:
                     retries.append(unit)
         return conflicts, retries
 
+    def _table_states(self, current: dict[tuple[str, str], Current | None]) -> None:
+        """Put the table's present state in place of each pending change the snapshot rule
+        cannot judge by time (tablestate.py). Units whose read failed leave ``pending``
+        unsettled, so the caller reports them to Lambda: never applied as they were."""
+        units = [unit for unit in self.pending if needs_table_state(
+            unit.change, current.get((unit.index, unit.change.doc_id)), self.snapshots.get(unit.index))]
+        if not units or self.read_back is None:
+            return
+        changes = list({(unit.change.alias, unit.change.doc_id): unit.change for unit in units}.values())
+        try:
+            states = self.read_back(changes, self.deadline.remaining)
+        except ReadbackFailed as exc:
+            self.unread = str(exc)
+            log.warning("table_read_failed", count=len(changes), error=str(exc)[:500])
+            unread = {unit.key for unit in units}
+            self.pending = [unit for unit in self.pending if unit.key not in unread]
+            return
+        for unit in units:
+            state = states[(unit.change.alias, unit.change.doc_id)]
+            if isinstance(state, RecordError):
+                self._settle(unit, "dead")
+                self.dead[(unit.change.alias, unit.change.doc_id)] = state
+            else:
+                unit.change = state
+        self.pending = [unit for unit in self.pending if unit.key not in self.outcomes]
+
     def _blind(self, unit: _Unit) -> bool:
         """Whether this unit is written without reading what the index holds first (never a
-        record older than the index's snapshot: a missing document may mean it is stale)."""
+        record older than the index's snapshot or in its uncertain window: a missing document
+        may mean it is stale, or that the table must be read)."""
         if unit.change.snapshot:
             return True
-        if older_than_snapshot(unit.change, self.snapshots.get(unit.index)):
+        started = self.snapshots.get(unit.index)
+        if older_than_snapshot(unit.change, started) or in_snapshot_window(unit.change, started):
             return False
         return unit.change.fresh and unit.key not in self.tried_blind
 
@@ -235,13 +275,15 @@ def apply(
     max_bytes: int = BULK_MAX_BYTES,
     metrics: BatchMetrics | None = None,
     written: WrittenCache | None = None,
+    read_back: ReadBack | None = None,
 ) -> Result:
     """Apply ``changes`` (at most one per document) to every target index of their aliases;
-    ``written``, when given, is this container's cache of what it wrote (see written.py)."""
+    ``written``, when given, is this container's cache of what it wrote (see written.py);
+    ``read_back``, when given, reads the table for records of a rebuild's uncertain window."""
     result = Result()
     if not changes:
         return result
-    state = _Round(store, deadline, policy, max_bytes, metrics or BatchMetrics(), written)
+    state = _Round(store, deadline, policy, max_bytes, metrics or BatchMetrics(), written, read_back)
     retrying = Retrying(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(policy.max_attempts)
@@ -278,6 +320,8 @@ def apply(
         result.last_error = str(exc)
         log.error("cluster_error", error=str(exc))
 
+    if state.unread and not result.last_error:
+        result.last_error = f"ReadbackFailed: {state.unread}"
     for change in changes:
         labels = [
             state.outcomes.get((index, change.alias, change.doc_id))

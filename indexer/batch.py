@@ -13,12 +13,13 @@ from typing import Any, Callable
 import structlog
 
 from . import deadletter
-from .apply import Deadline, RetryPolicy, apply
+from .apply import Deadline, ReadBack, RetryPolicy, apply
 from .errors import DeadLetterError, RecordError
 from .layout import Targets
 from .metrics import BatchMetrics, batch_alias
 from .records import Head, head_of, newest_changes, records_of
 from .search import Store
+from .tablestate import TableReader, read_back
 from .written import WrittenCache
 
 log = structlog.get_logger("indexer.batch")
@@ -68,6 +69,9 @@ class Pipeline:
     clock: Callable[[], Any] = deadletter.now
     #: What this container wrote last, so changes to hot items skip the read (see written.py).
     written: WrittenCache = field(default_factory=WrittenCache)
+    #: Reads items from the table for records around a rebuild's scan start (tablestate.py);
+    #: None: such records are applied as they are (the snapshot rule's margin stays open).
+    table_reader: TableReader | None = None
 
     def run(self, event: Any, deadline: Deadline, metrics: BatchMetrics | None = None) -> Summary:
         summary = Summary(metrics=metrics or BatchMetrics(), alias=self.default_alias or "unknown")
@@ -95,7 +99,7 @@ class Pipeline:
         for position, error in unconvertible.items():
             letters[position] = deadletter.Letter(records[position], error)
         result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep,
-                       metrics=summary.metrics, written=self.written)
+                       metrics=summary.metrics, written=self.written, read_back=self._read_back(records))
         summary.metrics.observe_applied(records, result.applied)
         summary.stale = len(result.stale)
         for change in result.applied:
@@ -122,6 +126,12 @@ class Pipeline:
         summary.failed = len(failed)
         summary.failures = _failures(records, failed)
         return summary
+
+    def _read_back(self, records: list[Any]) -> ReadBack | None:
+        reader = self.table_reader
+        if reader is None:
+            return None
+        return lambda changes, remaining: read_back(reader, records, changes, remaining)
 
     def _dead_letter(self, letters: dict[int, deadletter.Letter]) -> set[int]:
         """Send the letters; the positions of those that could not be sent."""

@@ -29,10 +29,12 @@ listeners: list[Callable[[Mapping[str, metrics.Value]], None]] = []
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
-    """The adapters for one container: search store, target cache, dead-letter queue."""
+    """The adapters for one container: search store, target cache, dead-letter queue, and the
+    table reader for records around a rebuild's scan start (its client is built on first use)."""
     from .backends import store_for
     from .deadletter import SqsDeadLetters
     from .layout import Targets
+    from .tablestate import TableReader
 
     dlq_url = settings.required("dlq_url")
     store = store_for(settings)
@@ -42,6 +44,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         dead_letters=SqsDeadLetters(dlq_url),
         default_alias=settings.index_name,
         policy=RetryPolicy.of(settings),
+        table_reader=TableReader(),
     )
 
 

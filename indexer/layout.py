@@ -37,6 +37,7 @@ BOOKKEEPING_MAPPING: dict[str, Any] = {
         "seq": {"type": "keyword"},
         "deleted": {"type": "boolean"},
         "at": {"type": "date", "format": "epoch_millis"},
+        "read": {"type": "date", "format": "epoch_millis"},
     }
 }
 

@@ -57,6 +57,9 @@ class Change:
     at: int | None = None
     #: The image is the table's current item (redrive reads it back): never older than a snapshot.
     table_state: bool = False
+    #: When the handler read that item from the table (ms), kept in the document: records made
+    #: clearly before it are stale against it (indexer/actions.py, the snapshot rule).
+    read: int | None = None
 
     @property
     def snapshot(self) -> bool:
@@ -169,12 +172,12 @@ def head_of(record: Any, position: int, default_alias: str | None = None) -> Hea
     return Head(alias, doc_id, sequence, position, False, image, at, event_name == "INSERT")
 
 
-def change_from(head: Head) -> Change:
+def change_from(head: Head, read: int | None = None) -> Change:
     """The change ``head``'s record asks for: its image converted (raises :class:`RecordError`
-    when the image cannot be), or a tombstone."""
+    when the image cannot be), or a tombstone; ``read``: the image is the table's, read then."""
     if head.delete:
-        return tombstone(head.alias, head.doc_id, head.sequence, head.position, head.at)
-    change = upsert(head.alias, head.doc_id, head.image, head.sequence, head.position, head.at)
+        return tombstone(head.alias, head.doc_id, head.sequence, head.position, head.at, read)
+    change = upsert(head.alias, head.doc_id, head.image, head.sequence, head.position, head.at, read)
     change.fresh = head.fresh
     return change
 
@@ -184,10 +187,12 @@ def change_of(record: Any, position: int, default_alias: str | None = None) -> C
     return change_from(head_of(record, position, default_alias))
 
 
-def _bookkeeping(sequence: int, at: int | None) -> dict[str, Any]:
+def _bookkeeping(sequence: int, at: int | None, read: int | None = None) -> dict[str, Any]:
     bookkeeping: dict[str, Any] = {"seq": padded_sequence(sequence)}
     if at is not None:
         bookkeeping["at"] = at
+    if read is not None:
+        bookkeeping["read"] = read
     return bookkeeping
 
 
@@ -257,18 +262,21 @@ def _collision(document: dict[str, Any], prefix: tuple[str, ...], kinds: dict[tu
     return None
 
 
-def upsert(alias: str, doc_id: str, image: Any, sequence: int, position: int = 0, at: int | None = None) -> Change:
-    """The change that makes ``doc_id`` hold ``image`` (DynamoDB JSON), as of ``sequence``."""
+def upsert(alias: str, doc_id: str, image: Any, sequence: int, position: int = 0, at: int | None = None,
+           read: int | None = None) -> Change:
+    """The change that makes ``doc_id`` hold ``image`` (DynamoDB JSON), as of ``sequence``
+    (``read``: when the image was read from the table, for a table state)."""
     document = document_of(image)
-    document[RESERVED_FIELD] = _bookkeeping(sequence, at)
-    return Change(alias, doc_id, sequence, False, _json(document), position, at=at)
+    document[RESERVED_FIELD] = _bookkeeping(sequence, at, read)
+    return Change(alias, doc_id, sequence, False, _json(document), position, at=at, read=read)
 
 
-def tombstone(alias: str, doc_id: str, sequence: int, position: int = 0, at: int | None = None) -> Change:
+def tombstone(alias: str, doc_id: str, sequence: int, position: int = 0, at: int | None = None,
+              read: int | None = None) -> Change:
     """The change that deletes ``doc_id`` as of ``sequence``, remembering it with a tombstone."""
-    bookkeeping = _bookkeeping(sequence, at)
+    bookkeeping = _bookkeeping(sequence, at, read)
     bookkeeping["deleted"] = True
-    return Change(alias, doc_id, sequence, True, _json({RESERVED_FIELD: bookkeeping}), position, at=at)
+    return Change(alias, doc_id, sequence, True, _json({RESERVED_FIELD: bookkeeping}), position, at=at, read=read)
 
 
 def _json(source: dict[str, Any]) -> bytes:

@@ -45,8 +45,13 @@ class WrittenCache:
         return entry
 
     def wrote(self, index: str, doc_id: str, current: Current) -> None:
-        """Remember that ``index`` holds ``current`` for ``doc_id`` after our write."""
+        """Remember that ``index`` holds ``current`` for ``doc_id`` after our write; not a table
+        state (``current.read``): the snapshot rule may call a record stale against it, which
+        only a read may decide."""
         key = (index, doc_id)
+        if current.read is not None:
+            self._entries.pop(key, None)
+            return
         self._entries[key] = current
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:

@@ -244,6 +244,12 @@ def _at(record: dict, seconds: float) -> dict:
     return record
 
 
+def _of(sync, record: dict) -> dict:
+    """``record`` as the stream of the test's own table delivers it (its ARN names the table)."""
+    record["eventSourceARN"] = f"arn:aws:dynamodb:us-east-1:123456789012:table/{sync.table}/stream/2026-12-03T00:00:00.000"
+    return record
+
+
 def test_an_old_record_delivered_again_after_a_replay_loses_to_the_snapshot(rebuild):
     import time as clock
 
@@ -253,8 +259,8 @@ def test_an_old_record_delivered_again_after_a_replay_loses_to_the_snapshot(rebu
     gone = {"pk": {"S": "gone"}, "sk": {"N": "0"}}
     put_items(rebuild.table, [{**keys, "v": {"S": "now"}}])
     hour_ago = clock.time() - 3600
-    old_modify = _at(record("MODIFY", keys, {**keys, "v": {"S": "an hour ago"}}, 5), hour_ago)
-    old_insert = _at(record("INSERT", gone, {**gone, "v": {"S": "deleted before the replay"}}, 6), hour_ago)
+    old_modify = _at(_of(rebuild, record("MODIFY", keys, {**keys, "v": {"S": "an hour ago"}}, 5)), hour_ago)
+    old_insert = _at(_of(rebuild, record("INSERT", gone, {**gone, "v": {"S": "deleted before the replay"}}, 6)), hour_ago)
     assert cli.main(["--full", "--no-progress"]) == 0
     rebuild.configure()  # a new container: it reads the rebuilt index's scan start
     # Out of order, after the replay: duplicates of records older than the scan.
@@ -262,6 +268,6 @@ def test_an_old_record_delivered_again_after_a_replay_loses_to_the_snapshot(rebu
     assert rebuild.docs() == {"k|0": {"pk": "k", "sk": 0, "v": "now"}}
     # A change after the scan still wins over the snapshot.
     put_items(rebuild.table, [{**keys, "v": {"S": "later"}}])
-    assert rebuild.deliver(_at(record("MODIFY", keys, {**keys, "v": {"S": "later"}}, 7), clock.time())) == {
+    assert rebuild.deliver(_at(_of(rebuild, record("MODIFY", keys, {**keys, "v": {"S": "later"}}, 7)), clock.time())) == {
         "batchItemFailures": []}
     alias_equals_table(rebuild)

@@ -1,32 +1,8 @@
-"""Stream records read with the DynamoDB Streams API, reshaped as Lambda delivers them.
-
-boto3 hands back binary values as bytes and times as datetimes; Lambda's JSON has base64
-text and epoch seconds, plus ``eventSourceARN``. Feeding the handler Lambda's shape keeps one
-code path for local runs and production.
-"""
+"""Stream records read with the DynamoDB Streams API, reshaped as Lambda delivers them (the
+shaping lives in indexer/lambdashape.py, which the Lambda package ships too)."""
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
-from typing import Any
+from ..lambdashape import json_safe, lambda_record
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, datetime):
-        return int(value.timestamp())
-    return value
-
-
-def lambda_record(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
-    """One ``get_records`` record as it appears in a Lambda event."""
-    shaped = _json_safe(record)
-    shaped["eventSourceARN"] = stream_arn
-    shaped.setdefault("eventSource", "aws:dynamodb")
-    return shaped
+__all__ = ["json_safe", "lambda_record"]

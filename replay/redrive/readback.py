@@ -8,12 +8,12 @@ handler's one path from there on.
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Callable
 
 from indexer import aws
 from indexer.errors import RangeGone, ReadbackFailed, TableMissing
-from indexer.localsync.streams import lambda_record
+from indexer.lambdashape import lambda_record
+from indexer.tablestate import boto_keys, region_of as _region, table_state_record
 
 #: Errors that mean the range cannot be read any more: trimmed past the stream's 24-hour
 #: retention, or the shard, stream or table no longer exists. ``ValidationException`` is what
@@ -32,25 +32,6 @@ MAX_CANDIDATE_SHARDS = 4
 #: What ``held_record`` answers for a sequence number below every shard the stream still has:
 #: the record was trimmed (older than 24 hours), so every change still to come is newer.
 OLDER_THAN_STREAM = "older than the stream"
-
-
-def _region(arn: str | None) -> str | None:
-    if isinstance(arn, str) and arn.startswith("arn:"):
-        parts = arn.split(":")
-        if len(parts) > 3 and parts[3]:
-            return parts[3]
-    return None
-
-
-def boto_keys(keys: dict[str, Any]) -> dict[str, Any]:
-    """A record's ``Keys`` (Lambda's JSON: binary as base64 text) as boto3 takes them (bytes)."""
-    converted: dict[str, Any] = {}
-    for name, value in keys.items():
-        if isinstance(value, dict) and set(value) == {"B"} and isinstance(value["B"], str):
-            converted[name] = {"B": base64.b64decode(value["B"])}
-        else:
-            converted[name] = value
-    return converted
 
 
 class Readback:
@@ -164,17 +145,7 @@ class Readback:
             raise ReadbackFailed(f"reading the item from table {table!r}: {exc}") from exc
         except BotoCoreError as exc:
             raise ReadbackFailed(f"reading the item from table {table!r}: {exc}") from exc
-        completed = {key: value for key, value in stream.items() if key not in ("NewImage", "OldImage")}
-        if item is None:
-            event_name = "REMOVE"
-        else:
-            event_name = "MODIFY"
-            completed["NewImage"] = item
-        arn = record.get("eventSourceARN")
-        shaped = lambda_record({**record, "eventName": event_name, "dynamodb": completed}, arn if isinstance(arn, str) else "")
-        if not isinstance(arn, str):
-            del shaped["eventSourceARN"]
-        return shaped
+        return table_state_record(record, item)
 
     def stream_range(self, stream_arn: str, shard_id: str, start: str, end: str) -> list[dict[str, Any]]:
         """The records of ``shard_id`` from ``start`` to ``end`` (inclusive), Lambda-shaped.
