@@ -96,13 +96,14 @@ def older_than_snapshot(change: Change, read_ms: int | None) -> bool:
     return change.at < read_ms - SNAPSHOT_MARGIN_MS
 
 
-def in_snapshot_window(change: Change, read_ms: int | None) -> bool:
-    """True when ``change`` was made within the margin around a table read: neither clearly
-    older (the read saw it) nor clearly newer (made after the read; for a rebuild, after dual
-    writes began, so every later change of the item reaches that index too)."""
+def in_snapshot_window(change: Change, read_ms: int | None, started_ms: int | None = None) -> bool:
+    """True when ``change`` was made neither clearly before a table read (``read_ms``: the read
+    saw it) nor clearly after the rebuild's scan started (``started_ms``, by default the read:
+    from then on every change of the item reaches the rebuilt index too, by sequence)."""
     if read_ms is None or change.at is None or change.repair or change.table_state:
         return False
-    return read_ms - SNAPSHOT_MARGIN_MS <= change.at < read_ms + SNAPSHOT_MARGIN_MS
+    until = read_ms if started_ms is None else started_ms
+    return read_ms - SNAPSHOT_MARGIN_MS <= change.at < until + SNAPSHOT_MARGIN_MS
 
 
 def stale_against_snapshot(change: Change, current: Current | None, snapshot_started_ms: int | None) -> bool:
@@ -114,8 +115,12 @@ def stale_against_snapshot(change: Change, current: Current | None, snapshot_sta
 def needs_table_state(change: Change, current: Current | None, snapshot_started_ms: int | None) -> bool:
     """The snapshot rule's third case: a record of the uncertain window around the table read
     behind a document cannot be judged by its time, so the item's present state is read from
-    the table and written under the record's sequence (indexer/tablestate.py)."""
-    return in_snapshot_window(change, read_time(current, snapshot_started_ms))
+    the table and written under the record's sequence (indexer/tablestate.py).
+
+    Past the margin after the scan start, a record is applied by sequence even over a table
+    state read later: every change after it reaches the index too, so a hot item's records
+    do not read the table again and again after one read."""
+    return in_snapshot_window(change, read_time(current, snapshot_started_ms), snapshot_started_ms)
 
 
 def action_line(write: Write) -> bytes:

@@ -650,6 +650,7 @@ EXPECTED_GRANTS = {
         ("dynamodb:GetRecords", _arn({"Fn::GetAtt": ["AssetsTable", "StreamArn"]})),
         ("dynamodb:GetShardIterator", _arn({"Fn::GetAtt": ["AssetsTable", "StreamArn"]})),
         ("dynamodb:ListStreams", _arn("*")),
+        ("dynamodb:BatchGetItem", _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]})),
         ("sqs:SendMessage", _arn({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})),
     },
     "AssetCreatedRole": {
