@@ -15,6 +15,7 @@ records to Lambda, which delivers them again — never applied as they were, nev
 from __future__ import annotations
 
 import base64
+import re
 import time
 from typing import Any, Callable
 
@@ -34,6 +35,10 @@ MAX_KEYS = 100
 MAX_ROUNDS = 5
 #: First wait before asking again for unprocessed keys, doubled each round.
 FIRST_WAIT = 0.05
+#: What DynamoDB accepts as a table name, and what AWS region names look like: an ARN that
+#: holds anything else names no table this handler may read (and would fail in botocore).
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 
 def boto_keys(keys: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +59,17 @@ def region_of(arn: Any) -> str | None:
         if len(parts) > 3 and parts[3]:
             return parts[3]
     return None
+
+
+def table_to_read(arn: Any) -> tuple[str, str | None] | None:
+    """(table name, region) named by a stream record's ``eventSourceARN``, or None when it
+    names no valid DynamoDB table."""
+    table, region = table_of(arn), region_of(arn)
+    if table is None or not _TABLE_NAME.fullmatch(table):
+        return None
+    if region is not None and not _REGION.fullmatch(region):
+        return None
+    return table, region
 
 
 def table_state_record(record: dict[str, Any], item: dict[str, Any] | None) -> dict[str, Any]:
@@ -152,13 +168,13 @@ def read_back(reader: TableReader, records: list[Any], changes: list[Change], re
     for change in changes:
         record = records[change.position]
         arn = record.get("eventSourceARN")
-        table = table_of(arn)
-        if table is None:
+        named = table_to_read(arn)
+        if named is None:
             out[(change.alias, change.doc_id)] = RecordError(
                 "no_table_to_read", "the record was made around a rebuild's scan start and must be "
                 f"checked against its table, but its eventSourceARN names none ({str(arn)[:120]!r})")
             continue
-        wanted.setdefault((table, region_of(arn)), []).append(change)
+        wanted.setdefault(named, []).append(change)
     for (table, region), group in wanted.items():
         items = reader.items(table, region, [records[c.position]["dynamodb"]["Keys"] for c in group], remaining)
         for change in group:

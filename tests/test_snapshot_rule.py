@@ -82,3 +82,18 @@ def test_the_read_time_is_read_back_from_the_document():
     assert current_of(doc) == Current(99, 7, 2, STARTED)
     doc["_source"]["_ddb"]["read"] = "not a time"
     assert current_of(doc).read is None
+
+
+@pytest.mark.parametrize("arn, expected", [
+    ("arn:aws:dynamodb:eu-west-1:123456789012:table/Things/stream/2026-12-03T00:00:00.000", ("Things", "eu-west-1")),
+    ("arn:aws-cn:dynamodb:cn-north-1:123456789012:table/my_table.v2/stream/x", ("my_table.v2", "cn-north-1")),
+    ("arn:aws:dynamodb:us-east-1:123456789012:table/a b/stream/x", None),
+    ("arn:aws:dynamodb:us-east-1:123456789012:table/ab/stream/x", None),
+    ("arn:aws:dynamodb:not a region:123456789012:table/Things/stream/x", None),
+    ("arn:aws:sqs:us-east-1:123456789012:queue", None),
+    (None, None),
+])
+def test_the_table_to_read_comes_from_a_valid_dynamodb_arn_only(arn, expected):
+    from indexer.tablestate import table_to_read
+
+    assert table_to_read(arn) == expected

@@ -179,3 +179,14 @@ def test_a_batch_reads_its_window_records_in_requests_of_at_most_100_keys(rebuil
     assert rebuild.deliver(*duplicates) == {"batchItemFailures": []}
     assert sorted(table_calls.keys) == [50, 100]
     alias_equals_table(rebuild)
+
+
+def test_a_window_record_whose_arn_names_no_table_is_dead_lettered_not_applied(rebuild, table_calls):
+    started = replayed(rebuild, table_calls, [{**KEYS, "v": {"S": "now"}}])
+    forged = modify(rebuild, KEYS, "five seconds before the scan", 5, started - 5)
+    forged["eventSourceARN"] = "arn:aws:dynamodb:us-east-1:123456789012:table/a b/stream/x"
+    assert rebuild.deliver(forged) == {"batchItemFailures": []}
+    assert rebuild.docs() == NOW and table_calls.calls == 0
+    (letter,) = rebuild.dead_letters()
+    assert letter["error"]["class"] == "no_table_to_read"
+    assert letter["record"]["dynamodb"]["SequenceNumber"] == forged["dynamodb"]["SequenceNumber"]
