@@ -562,3 +562,19 @@ def test_an_old_dead_letter_never_regresses_a_replayed_document(sync, things, ca
     assert redrive() == 0
     assert sync.docs() == {"a": {"pk": "a", "v": "three"}}
     assert counts(sync.queue_url) == (0, 0)
+
+
+def test_a_redriven_table_state_still_wins_over_late_duplicates_of_records_it_saw(sync, things, monkeypatch):
+    """Redrive writes the table's item under the letter's (old) sequence and keeps when it read
+    it: a late duplicate of a record made between the letter and that read, newer by sequence
+    than the letter, must not replace what the table holds (the handler reads it again)."""
+    older = put("a", 1, v="two")
+    between = put("a", 2, v="two and a half")
+    boto3.client("dynamodb").put_item(TableName="Things", Item={"pk": {"S": "a"}, "v": {"S": "three"}})
+    monkeypatch.setenv("TARGETS_TTL_SECONDS", "0.5")
+    assert cli.main(["--full", "--no-progress"]) == 0
+    send(sync.queue_url, letter(older))
+    assert redrive() == 0
+    sync.configure()  # a new container: it sees the rebuilt index
+    assert sync.deliver(between) == {"batchItemFailures": []}
+    assert sync.docs() == {"a": {"pk": "a", "v": "three"}}

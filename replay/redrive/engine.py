@@ -19,7 +19,7 @@ from indexer.apply import Deadline, RetryPolicy
 from indexer.errors import ConversionError, RangeGone, ReadbackFailed, RecordError, Refused, TableMissing
 from indexer.ids import document_id
 from indexer.layout import Targets
-from indexer.records import change_of, sequence_of
+from indexer.records import change_from, head_of, sequence_of
 from indexer.search import Store
 from indexer.settings import DEFAULT_TIME_BUDGET
 
@@ -187,6 +187,8 @@ class Redrive:
         problem = self.binding.message_problem(found)
         if problem:
             return self._report(message, found, Outcome.REFUSED, f"{problem}; nothing written")
+        # Taken before the table is read: the items it returns are at least this recent.
+        read = int(time.time() * 1000)
         try:
             records = self._records(found)
         except Refused as exc:
@@ -201,9 +203,12 @@ class Redrive:
                 unit.error = messages.truncated_error()
             else:
                 try:
-                    unit.change = change_of(current, len(units), self.binding.alias)
-                    # Read back from the table: the present, never older than a snapshot.
-                    unit.change.table_state = current is not original
+                    # Read back from the table: the present, never older than a snapshot; the
+                    # document keeps when it was read (the snapshot rule, indexer/actions.py).
+                    from_table = current is not original
+                    unit.change = change_from(head_of(current, len(units), self.binding.alias),
+                                              read if from_table else None)
+                    unit.change.table_state = from_table
                 except RecordError as error:
                     unit.error = error
             units.append(unit)
