@@ -103,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
               help="local engine: worker processes; 1 runs in this process (default: REPLAY_WORKERS, else the cores)")
     flags.add(full, "--bulk-bytes", (FULL,), type=positive_int,
               help=f"a bulk request is cut at this many bytes (default {FullOptions.bulk_bytes})")
-    flags.add(full, "--export-bucket", (FULL,), help="--source export: the S3 bucket the export is written to")
+    flags.add(full, "--export-bucket", (FULL,), help="--source export: the S3 bucket the export is written to "
+                   "(--engine stepfunctions: default the deployed rebuild bucket, prefix exports/)")
     flags.add(full, "--export-prefix", (FULL,), help="--source export: key prefix in that bucket")
     flags.add(full, "--export-kms-key", (FULL,), help="--source export: KMS key to encrypt the export with (SSE-KMS)")
     flags.add(full, "--state-machine-arn", (FULL,),

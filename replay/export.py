@@ -134,16 +134,22 @@ def units_of(body: bytes, bucket: str, key: str) -> list[ExportUnit]:
     return units
 
 
-def get(s3: Any, bucket: str, key: str, limit: int | None = None) -> bytes:
+def get(s3: Any, bucket: str, key: str, limit: int | None = None, what: str = "an export manifest") -> bytes:
+    """The object's bytes; with ``limit``, ExportError when it is larger (``what`` it then is
+    not), checked on the declared length and again on what was actually read."""
     from botocore.exceptions import ClientError
 
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         raise ExportError(f"cannot read s3://{bucket}/{key}: {exc.response['Error']['Code']}") from None
-    if limit is not None and int(obj.get("ContentLength", 0)) > limit:
-        raise ExportError(f"s3://{bucket}/{key} is larger than {limit} bytes: not an export manifest")
-    return obj["Body"].read()
+    if limit is None:
+        return obj["Body"].read()
+    declared = int(obj.get("ContentLength", 0))
+    body = b"" if declared > limit else obj["Body"].read(limit + 1)
+    if declared > limit or len(body) > limit:
+        raise ExportError(f"s3://{bucket}/{key} is larger than {limit} bytes: not {what}")
+    return body
 
 
 def plan(s3: Any, description: dict[str, Any]) -> tuple[list[ExportUnit], dict[str, Any]]:

@@ -26,7 +26,9 @@ def s3_client() -> Any:
 
 def check_flags(args: Any) -> None:
     """Flags that only make sense together, checked before anything is created."""
-    if getattr(args, "source", "scan") == "export" and not getattr(args, "export_bucket", None):
+    # The Step Functions engine exports into its own rebuild bucket unless told otherwise.
+    if getattr(args, "source", "scan") == "export" and not getattr(args, "export_bucket", None) \
+            and getattr(args, "engine", "local") != "stepfunctions":
         raise SettingsError("--source export needs --export-bucket (the S3 bucket the export is written to)")
 
 

@@ -6,7 +6,9 @@
                                    LoadUnit (worker Lambda) ◄──┐ while it returns a continuation
                                    More? ──────────────────────┘
                                                            │
-                                   Finish (refresh, restore settings, count check, swap) ──► Done
+                                   each unit's totals ──► ResultWriter: a manifest and result files in S3
+                                                           │
+                                   Finish (read the results, count check, swap) ──► Done
     any failure after Prepare ──► Abandon (drop the new index; the alias never moved) ──► Failed
 
 Every iteration carries its unit, the build it writes to and its running totals, so a unit that
@@ -23,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from indexer.errors import ReplayAborted
 
+from .mapresults import RESULTS_PREFIX
 from .units import Done, check_read
 
 #: Lambda errors worth retrying in place (throttling, a busy service), as AWS recommends.
@@ -42,8 +45,9 @@ def _invoke(function_arn: str, payload: dict[str, Any], next_state: str | None) 
     return state
 
 
-def definition(steps_arn: str, worker_arn: str, max_concurrency: int) -> dict[str, Any]:
-    """The state machine; ``max_concurrency`` caps the units loading at once (the cluster's limit)."""
+def definition(steps_arn: str, worker_arn: str, max_concurrency: int, results_bucket: str) -> dict[str, Any]:
+    """The state machine; ``max_concurrency`` caps the units loading at once (the cluster's
+    limit); the Map writes its results to ``results_bucket`` (the units bucket, REBUILD_BUCKET)."""
     abandon = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Abandon"}]
     prepare = _invoke(steps_arn, {"step": "prepare", "request.$": "$", "execution.$": "$$.Execution.Id"}, "Announce")
     prepare.update(ResultSelector={"build.$": "$.Payload"}, ResultPath="$.prepared",
@@ -81,6 +85,13 @@ def definition(steps_arn: str, worker_arn: str, max_concurrency: int) -> dict[st
                                  "totals": {"read": 0, "created": 0, "stale": 0, "refused": 0}},
                 "MaxConcurrency": max_concurrency,
                 "ToleratedFailureCount": 0,
+                # Each unit's totals go to S3, not into the state's output (256 KiB: ~2,500 units);
+                # the Map's output is then where they are (Finish reads them: map_results).
+                # Fixed, not paths: Step Functions adds the map run's id below the prefix.
+                "ResultWriter": {
+                    "Resource": "arn:aws:states:::s3:putObject",
+                    "Parameters": {"Bucket": results_bucket, "Prefix": RESULTS_PREFIX},
+                },
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
                     "StartAt": "LoadUnit",
@@ -106,14 +117,17 @@ def definition(steps_arn: str, worker_arn: str, max_concurrency: int) -> dict[st
 
 
 def loaded_totals(loaded: Sequence[Any], units: int, expected: int | None) -> Done:
-    """The Map's output summed, for Finish: every unit must have reported its totals, and for an
-    export they must add up to the manifest's item count. ReplayAborted otherwise: no swap."""
+    """The units' totals summed, for Finish: every unit must have reported whole counts, and for
+    an export they must add up to the manifest's item count. ReplayAborted otherwise: no swap."""
     reported = [entry for entry in loaded if isinstance(entry, Mapping)]
     if len(loaded) != units or len(reported) != units:
         raise ReplayAborted(f"{units - len(reported)} of {units} units did not finish; the alias was not moved")
     total = Done()
     for entry in reported:
-        total.add(Done(int(entry.get("read", 0)), int(entry.get("created", 0)), int(entry.get("stale", 0))))
+        counts = [entry.get(name, 0) for name in ("read", "created", "stale")]
+        if not all(type(count) is int and count >= 0 for count in counts):
+            raise ReplayAborted(f"a unit reported counts that are not whole numbers: {str(dict(entry))[:200]}")
+        total.add(Done(*counts))
     check_read(expected, total.read)
     return total
 
@@ -134,8 +148,28 @@ def execution_running(execution_arn: str) -> bool:
     return status in ("RUNNING", "PENDING_REDRIVE")
 
 
-def definition_json(steps_arn: str, worker_arn: str, max_concurrency: int) -> str:
-    return json.dumps(definition(steps_arn, worker_arn, max_concurrency), indent=2)
+def definition_json(steps_arn: str, worker_arn: str, max_concurrency: int, results_bucket: str) -> str:
+    return json.dumps(definition(steps_arn, worker_arn, max_concurrency, results_bucket), indent=2)
+
+
+#: The names infra/serverless.yml's Fn::Sub fills in the deployed text.
+SUBSTITUTIONS = ("RebuildStepsArn", "RebuildWorkerArn", "RebuildMaxConcurrency", "RebuildBucket")
+#: infra/serverless.yml reads the deployed text from this file (tests/test_infra.py: equal to
+#: ``cloudformation_text()``; regenerate with ``python -m replay.statemachine --cloudformation``).
+DEPLOYED_TEXT = "infra/rebuild-state-machine.asl"
+
+
+def cloudformation_text() -> str:
+    """The definition as CloudFormation deploys it: an Fn::Sub text whose ``${...}`` are the two
+    Lambdas' ARNs, MaxConcurrency (a stack parameter, a number, so unquoted) and the rebuild
+    bucket. One source of
+    truth: infra/rebuild-state-machine.asl is this text, checked by tests/test_infra.py."""
+    placeholder = 918273645
+    steps, worker, concurrency, bucket = (f"${{{name}}}" for name in SUBSTITUTIONS)
+    text = definition_json(steps, worker, placeholder, bucket)
+    if "${" in text.replace(steps, "").replace(worker, "").replace(bucket, ""):
+        raise ValueError("the definition holds a ${...} that Fn::Sub would try to fill")
+    return text.replace(str(placeholder), concurrency) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,13 +179,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from indexer.cliutil import Parser, positive_int
 
     p = Parser(prog="python -m replay.statemachine",
-               description="Print the rebuild state machine (Amazon States Language) for the given Lambdas.")
-    p.add_argument("--steps-arn", required=True, help="the Lambda running replay.steps.handler")
-    p.add_argument("--worker-arn", required=True, help="the Lambda running replay.worker.handler")
+               description="Print the rebuild state machine (Amazon States Language) for the given Lambdas, "
+                           f"or with --cloudformation the text infra/serverless.yml deploys ({DEPLOYED_TEXT}).")
+    p.add_argument("--steps-arn", help="the Lambda running replay.steps.handler")
+    p.add_argument("--worker-arn", help="the Lambda running replay.worker.handler")
+    p.add_argument("--results-bucket", help="the bucket the Map writes its results to (REBUILD_BUCKET)")
     p.add_argument("--max-concurrency", type=positive_int, default=10,
                    help="units loading at once: the cluster's ingest / one worker's docs/s (default 10; docs/scale.md)")
+    p.add_argument("--cloudformation", action="store_true",
+                   help=f"print the deployed Fn::Sub text instead: python -m replay.statemachine --cloudformation "
+                        f"> {DEPLOYED_TEXT}")
     args: argparse.Namespace = p.parse_args(argv)
-    print(definition_json(args.steps_arn, args.worker_arn, args.max_concurrency))
+    if args.cloudformation:
+        print(cloudformation_text(), end="")
+        return 0
+    if not (args.steps_arn and args.worker_arn and args.results_bucket):
+        p.error("--steps-arn, --worker-arn and --results-bucket are required (or --cloudformation)")
+    print(definition_json(args.steps_arn, args.worker_arn, args.max_concurrency, args.results_bucket))
     return 0
 
 

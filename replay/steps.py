@@ -28,6 +28,7 @@ from .full import (
     Building, abandon_build, announce_wait, building_meta, clear_the_way, create_building, new_index_name,
     record_meta, retire, swap_alias,
 )
+from .mapresults import RESULTS_PREFIX, unit_totals
 from .statemachine import loaded_totals
 from .units import scan_units, unit_to_wire
 from .wiring import Wiring, wire
@@ -35,6 +36,8 @@ from .wiring import Wiring, wire
 log = structlog.get_logger("replay.steps")
 
 EXPORT_POLL_SECONDS = 60
+#: Where an export goes in the rebuild bucket when the request names no bucket.
+EXPORT_PREFIX = "exports"
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     if step == "plan":
         return plan(build, event.get("plan") or {}, os.environ)
     if step == "finish":
-        return finish(build, event.get("plan") or {}, event.get("loaded") or [], os.environ)
+        return finish(build, event.get("plan") or {}, event.get("loaded"), os.environ)
     if step == "abandon":
         return abandon(build, event.get("error"), os.environ)
     raise SettingsError(f"unknown step {step!r}")
@@ -61,13 +64,15 @@ def prepare(request: Mapping[str, Any], execution: str, env: Mapping[str, str]) 
     source = str(request.get("source", "scan"))
     if source not in ("scan", "export"):
         raise SettingsError(f"source must be scan or export, got {source!r}")
-    if source == "export":
-        if not request.get("export_bucket"):
-            raise SettingsError("source export needs export_bucket")
-        exports.check_point_in_time(w.dynamodb, w.table.name)
     units_bucket = request.get("units_bucket") or env.get("REBUILD_BUCKET")
     if not units_bucket:
         raise SettingsError("REBUILD_BUCKET (or units_bucket) must name the bucket for the units file")
+    # Without a bucket of its own, the export goes where the deployed roles may write it
+    # (infra/serverless.yml grants exports/ in the rebuild bucket, nothing else).
+    export_bucket = request.get("export_bucket") or units_bucket
+    export_prefix = request.get("export_prefix") or (EXPORT_PREFIX if export_bucket == units_bucket else None)
+    if source == "export":
+        exports.check_point_in_time(w.dynamodb, w.table.name)
     clear_the_way(w, bool(request.get("migrate")))
     index = new_index_name(w.alias, datetime.now(timezone.utc))
     wait = announce_wait(w)
@@ -79,7 +84,7 @@ def prepare(request: Mapping[str, Any], execution: str, env: Mapping[str, str]) 
                   "item_count": w.table.item_count},
         "source": source, "segments": int(request.get("segments", 64)),
         "bulk_size": int(request.get("bulk_size", 1000)),
-        "export_bucket": request.get("export_bucket"), "export_prefix": request.get("export_prefix"),
+        "export_bucket": export_bucket, "export_prefix": export_prefix,
         "export_kms_key": request.get("export_kms_key"), "units_bucket": units_bucket,
     }
 
@@ -122,10 +127,13 @@ def _planned(build: Mapping[str, Any], key: str, units: list[dict[str, Any]], ex
             "expected": expected}
 
 
-def finish(build: Mapping[str, Any], planned: Mapping[str, Any], loaded: list[Any],
+def finish(build: Mapping[str, Any], planned: Mapping[str, Any], loaded: Any,
            env: Mapping[str, str]) -> dict[str, Any]:
-    """Check every unit reported and the counts add up, then swap; the report."""
-    totals = loaded_totals(loaded, int(planned["units"]), planned.get("expected"))
+    """Read the units' totals where the Map's ResultWriter put them (``loaded`` says where),
+    check every unit reported and the counts add up, then swap; the report."""
+    units = int(planned["units"])
+    results = unit_totals(sources.s3_client(), loaded, build["units_bucket"], RESULTS_PREFIX, units)
+    totals = loaded_totals(results, units, planned.get("expected"))
     w = _wired(env)
     old = swap_alias(w, _building(build))
     # From here on the alias serves the new index: a failure below must not abandon it.

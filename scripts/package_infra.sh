@@ -82,8 +82,9 @@ fi
 # it does not spend seconds walking them for dev dependencies.
 service="$(mktemp -d)"
 trap 'rm -rf "$service"' EXIT
-cp "$infra/serverless.yml" "$service/"
+cp "$infra/serverless.yml" "$infra/rebuild-state-machine.asl" "$service/"
 ln -s "$infra/indexer" "$service/indexer"
+ln -s "$infra/replay" "$service/replay"
 ln -s "$infra/layer" "$service/layer"
 ca_cert="$("$PYTHON" -c 'import os, moto.moto_proxy as p; print(os.path.join(os.path.dirname(p.__file__), "ca.crt"))' 2>/dev/null)" \
   || fail "$PYTHON has no moto (pip install 'moto[server]'), needed to answer DescribeStacks"

@@ -19,7 +19,10 @@ import zipfile
 import boto3
 import pytest
 
+import map_results
+
 from indexer.errors import ReplayAborted
+from replay.mapresults import RESULTS_PREFIX, unit_totals
 from replay.statemachine import definition, loaded_totals
 from replay.units import Done, ScanUnit
 from replay.worker import iteration
@@ -35,7 +38,7 @@ def test_the_definition_passes_cfn_lints_state_machine_checks(tmp_path):
         "Resources": {"Rebuild": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
             "RoleArn": "arn:aws:iam::123456789012:role/rebuild",
             "Definition": definition("arn:aws:lambda:us-east-1:123456789012:function:steps",
-                                     "arn:aws:lambda:us-east-1:123456789012:function:worker", 40)}}},
+                                     "arn:aws:lambda:us-east-1:123456789012:function:worker", 40, BUCKET)}}},
     }
     path = tmp_path / "template.json"
     path.write_text(json.dumps(template))
@@ -87,7 +90,7 @@ def machine(monkeypatch):
                       Body=json.dumps([{"kind": "scan", "segment": n, "segments": 2} for n in range(2)]))
         sfn = boto3.client("stepfunctions")
         # MaxConcurrency 1: scripted answers are consumed in one order.
-        arn = sfn.create_state_machine(name="rebuild", definition=json.dumps(definition(*arns, 1)),
+        arn = sfn.create_state_machine(name="rebuild", definition=json.dumps(definition(*arns, 1, BUCKET)),
                                        roleArn=role)["stateMachineArn"]
         yield sfn, arn
 
@@ -131,7 +134,14 @@ def test_a_complete_run_loops_on_continuations_then_finishes(machine):
     described, entered = run(sfn, arn)
     assert described["status"] == "SUCCEEDED", described
     output = json.loads(described["output"])
-    assert output["loaded"] == [totals(25), totals(7)]
+    # ResultWriter: the Map's output is where its results are, not the results (moto writes the
+    # manifest, with no result files: tests/map_results.py writes those where AWS would).
+    written = output["loaded"]["ResultWriterDetails"]
+    assert written["Bucket"] == BUCKET and written["Key"].startswith(RESULTS_PREFIX + "/")
+    assert written["Key"].endswith("/manifest.json")
+    manifest = json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=written["Key"])["Body"].read())
+    assert manifest["MapRunArn"] == output["loaded"]["MapRunArn"] and set(manifest["ResultFiles"]) == {
+        "FAILED", "PENDING", "SUCCEEDED"}
     assert output["finished"]["report"] == {"swapped": True}
     assert entered.count("Plan") == 2 and entered.count("ExportWait") == 1
     assert "Finish" in entered and "Abandon" not in entered
@@ -155,9 +165,10 @@ def test_a_failed_unit_leaves_a_gap_that_finish_refuses_to_swap_over(machine):
            "finish echoes")
     described, entered = run(sfn, arn)
     loaded = json.loads(described["output"])["loaded"]
-    assert loaded == [None, totals(7)]
-    with pytest.raises(ReplayAborted, match="1 of 2 units did not finish"):
-        loaded_totals(loaded, units=2, expected=None)
+    # What Finish reads: moto's manifest lists no result file, so no unit counts as finished.
+    results = unit_totals(boto3.client("s3"), loaded, BUCKET, RESULTS_PREFIX, 2)
+    with pytest.raises(ReplayAborted, match="2 of 2 units did not finish"):
+        loaded_totals(results, units=2, expected=None)
 
 
 def test_finish_checks_the_counts_against_the_manifest():
@@ -231,9 +242,93 @@ def test_the_definition_prints_for_a_deployment_by_hand():
     import sys
 
     shown = subprocess.run([sys.executable, "-m", "replay.statemachine", "--steps-arn", "arn:s", "--worker-arn",
-                            "arn:w", "--max-concurrency", "24"], capture_output=True, text=True, timeout=60)
+                            "arn:w", "--max-concurrency", "24", "--results-bucket", "b"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout) == definition("arn:s", "arn:w", 24)
+    assert json.loads(shown.stdout) == definition("arn:s", "arn:w", 24, "b")
     bad = subprocess.run([sys.executable, "-m", "replay.statemachine", "--steps-arn", "arn:s"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_deployed_text_is_the_definition_generated_from_this_code():
+    """infra/serverless.yml deploys infra/rebuild-state-machine.asl through Fn::Sub: it must be
+    this code's definition (regenerate: python -m replay.statemachine --cloudformation)."""
+    from pathlib import Path
+
+    from replay.statemachine import DEPLOYED_TEXT, SUBSTITUTIONS, cloudformation_text
+
+    text = cloudformation_text()
+    assert (Path(__file__).resolve().parent.parent / DEPLOYED_TEXT).read_text() == text
+    filled = text
+    for name, value in zip(SUBSTITUTIONS, ("arn:s", "arn:w", "37", "the-bucket")):
+        filled = filled.replace(f"${{{name}}}", value)
+    assert json.loads(filled) == definition("arn:s", "arn:w", 37, "the-bucket")
+
+
+# ---------------------------------------------------------------- ResultWriter's results, read back
+
+
+RESULTS = RESULTS_PREFIX
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def test_finish_reads_more_units_than_the_inline_output_could_hold(s3):
+    """3,000 units: inline, their totals alone would pass the state output's 256 KiB; with
+    ResultWriter they come back from three result files."""
+    outputs = [totals(n % 7) for n in range(3000)]
+    assert len(json.dumps(outputs)) + 3000 * 900 > 256 * 1024  # each entry inline also carries its unit's input
+    loaded = map_results.write(s3, BUCKET, RESULTS, outputs, per_file=1000)
+    results = unit_totals(s3, loaded, BUCKET, RESULTS, 3000)
+    assert len(results) == 3000
+    assert loaded_totals(results, 3000, expected=sum(n % 7 for n in range(3000))).read == sum(n % 7 for n in range(3000))
+
+
+def _manifest(s3, loaded) -> dict:
+    return json.loads(s3.get_object(Bucket=BUCKET, Key=loaded["ResultWriterDetails"]["Key"])["Body"].read())
+
+
+def _rewrite(s3, loaded, manifest) -> None:
+    s3.put_object(Bucket=BUCKET, Key=loaded["ResultWriterDetails"]["Key"], Body=json.dumps(manifest).encode())
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda s3, loaded: loaded.update(ResultWriterDetails={"Bucket": "elsewhere", "Key": loaded["ResultWriterDetails"]["Key"]}),
+     "not under s3://rebuild-units/rebuilds/results/"),
+    (lambda s3, loaded: loaded["ResultWriterDetails"].update(Key="rebuilds/other/results/x/manifest.json"), "not under"),
+    (lambda s3, loaded: loaded.clear(), "names no ResultWriter manifest"),
+    (lambda s3, loaded: s3.put_object(Bucket=BUCKET, Key=loaded["ResultWriterDetails"]["Key"], Body=b"{" * (2 << 20)),
+     "larger than 1048576 bytes: not a ResultWriter manifest"),
+    (lambda s3, loaded: s3.put_object(Bucket=BUCKET, Key=loaded["ResultWriterDetails"]["Key"], Body=b"[1, 2"), "is not JSON"),
+    (lambda s3, loaded: _rewrite(s3, loaded, {**_manifest(s3, loaded), "ResultFiles": {
+        "SUCCEEDED": [{"Key": "rebuilds/a-r1/units.json", "Size": 1}]}}), "outside"),
+    (lambda s3, loaded: _rewrite(s3, loaded, {**_manifest(s3, loaded), "ResultFiles": {
+        "SUCCEEDED": _manifest(s3, loaded)["ResultFiles"]["SUCCEEDED"] * 2}}), "not one more succeeded unit"),
+    (lambda s3, loaded: _rewrite(s3, loaded, {**_manifest(s3, loaded), "ResultFiles": {
+        "SUCCEEDED": [], "PENDING": [{"Key": "x", "Size": 1}]}}), "the map run has pending units"),
+])
+def test_results_that_are_not_what_this_build_s_map_wrote_stop_the_swap(s3, break_it, message):
+    loaded = map_results.write(s3, BUCKET, RESULTS, [totals(1), totals(2)])
+    break_it(s3, loaded)
+    with pytest.raises(ReplayAborted, match=message):
+        unit_totals(s3, loaded, BUCKET, RESULTS, 2)
+
+
+def test_more_results_than_units_or_counts_that_are_not_whole_numbers_stop_the_swap(s3):
+    loaded = map_results.write(s3, BUCKET, RESULTS, [totals(1), totals(2), totals(3)])
+    with pytest.raises(ReplayAborted, match="more than the 2 units planned"):
+        unit_totals(s3, loaded, BUCKET, RESULTS, 2)
+    with pytest.raises(ReplayAborted, match="not whole numbers"):
+        loaded_totals([totals(1), {"read": "1e9", "created": 0, "stale": 0}], 2, None)
+    with pytest.raises(ReplayAborted, match="not whole numbers"):
+        loaded_totals([totals(1), {"read": -5, "created": 0, "stale": 0}], 2, None)

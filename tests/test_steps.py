@@ -11,11 +11,13 @@ import boto3
 import pytest
 
 import export_layout
+import map_results
 from conftest import LambdaContext
 from indexer.errors import ReplayAborted
 from indexer.layout import META_KEY, TTL_KEY
 from replay import full as replay_full
 from replay import steps, worker
+from replay.mapresults import RESULTS_PREFIX
 from tables import put_items
 from test_replay import alias_equals_table, rebuild  # noqa: F401  (a fixture)
 
@@ -36,8 +38,9 @@ def deployed(rebuild, monkeypatch):
     return rebuild
 
 
-def load_all(build: dict, planned: dict) -> list[dict]:
-    """What the Distributed Map does: each unit of the units file, looping on its continuation."""
+def load_all(build: dict, planned: dict) -> dict:
+    """What the Distributed Map does: each unit of the units file, looping on its continuation,
+    its totals written where ResultWriter writes them (tests/map_results.py); the Map's output."""
     units = json.loads(boto3.client("s3").get_object(Bucket=planned["units_bucket"],
                                                      Key=planned["units_key"])["Body"].read())
     loaded = []
@@ -46,7 +49,7 @@ def load_all(build: dict, planned: dict) -> list[dict]:
         while event["unit"] is not None:
             event = worker.handler(event, LambdaContext(60))
         loaded.append(event["totals"])
-    return loaded
+    return map_results.write(boto3.client("s3"), planned["units_bucket"], RESULTS_PREFIX, loaded)
 
 
 def test_a_scan_rebuild_through_the_lambdas_swaps_to_an_index_equal_to_the_table(deployed):
@@ -124,3 +127,25 @@ def test_a_build_is_alive_while_its_execution_runs_and_an_orphan_once_it_is_gone
     sfn.stop_execution(executionArn=running)
     gone = replay_full.existing(w)
     assert alive["index"] in gone.orphans
+
+
+def test_an_export_without_a_bucket_goes_to_the_rebuild_bucket_where_the_roles_may_write_it(deployed):
+    boto3.client("dynamodb").update_continuous_backups(
+        TableName=deployed.table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+    build = steps.handler({"step": "prepare", "request": {"source": "export"}, "execution": ""}, None)
+    assert (build["export_bucket"], build["export_prefix"]) == (BUCKET, steps.EXPORT_PREFIX)
+    steps.handler({"step": "abandon", "build": build, "error": None}, None)
+    other = steps.handler({"step": "prepare", "request": {"source": "export", "export_bucket": "theirs"},
+                           "execution": ""}, None)
+    assert (other["export_bucket"], other["export_prefix"]) == ("theirs", None)
+
+
+def test_finish_refuses_a_map_run_with_a_failed_unit_and_leaves_the_alias(deployed):
+    put_items(deployed.table, [{"pk": {"S": "a"}, "sk": {"N": "1"}}])
+    build = steps.handler({"step": "prepare", "request": {"segments": 2}, "execution": ""}, None)
+    planned = steps.handler({"step": "plan", "build": build, "plan": {}}, None)
+    loaded = map_results.write(boto3.client("s3"), BUCKET, RESULTS_PREFIX,
+                               [{"read": 1, "created": 1, "stale": 0, "refused": 0}], failed=1)
+    with pytest.raises(ReplayAborted, match="the map run has failed units"):
+        steps.handler({"step": "finish", "build": build, "plan": planned, "loaded": loaded}, None)
+    assert not deployed.es.indices.exists_alias(name=deployed.alias)
