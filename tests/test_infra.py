@@ -39,9 +39,14 @@ HANDLERS = {
     "IndexerLambdaFunction": "indexer.handler.handler",
     "AssetCreatedLambdaFunction": "indexer.sampleapp.s3assets.created",
     "AssetDeletedLambdaFunction": "indexer.sampleapp.s3assets.deleted",
+    "RebuildStepsLambdaFunction": "replay.steps.handler",
+    "RebuildWorkerLambdaFunction": "replay.worker.handler",
 }
 ROLES = {"IndexerLambdaFunction": "IndexerRole", "AssetCreatedLambdaFunction": "AssetCreatedRole",
-         "AssetDeletedLambdaFunction": "AssetDeletedRole"}
+         "AssetDeletedLambdaFunction": "AssetDeletedRole", "RebuildStepsLambdaFunction": "RebuildStepsRole",
+         "RebuildWorkerLambdaFunction": "RebuildWorkerRole"}
+#: Roles that belong to no function: the rebuild state machine's.
+SERVICE_ROLES = {"RebuildStateMachineRole"}
 #: Variables the code reads that a deployment leaves at their default, and why.
 NOT_DEPLOYED = {
     "TIME_BUDGET_SECONDS": "used only without a Lambda context (local runs)",
@@ -338,6 +343,132 @@ def test_function_package_holds_the_lambda_core_and_the_sample_app_only(packaged
             assert shipped.read(name) == text, name
         assert not [n for n in shipped.namelist() if "localsync" in n]
         assert not [n for n in shipped.namelist() if b"fcntl" in shipped.read(n)]
+
+
+def _imported_files(*modules: str) -> set[str]:
+    """The project's files the modules import, transitively: every ``import`` anywhere in them
+    (lazy ones inside functions too), and the packages they are in."""
+    def file_of(module: str) -> Path | None:
+        for path in (ROOT / (module.replace(".", "/") + ".py"), ROOT / module.replace(".", "/") / "__init__.py"):
+            if path.is_file():
+                return path
+        return None
+
+    seen: set[Path] = set()
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        path = file_of(module)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = module.split(".")
+        todo += [".".join(parts[:n]) for n in range(1, len(parts))]
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]).strip(".") \
+                    if node.level else (node.module or "")
+                todo += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return {path.relative_to(ROOT).as_posix() for path in seen}
+
+
+def test_rebuild_packages_hold_what_their_handlers_import(packaged: Packaged) -> None:
+    """Each rebuild function's zip: exactly the files its handler's module imports (the indexer's
+    core it shares, replay/ without the CLIs), byte for byte."""
+    for function, zip_name in (("RebuildStepsLambdaFunction", "rebuildSteps.zip"),
+                               ("RebuildWorkerLambdaFunction", "rebuildWorker.zip")):
+        module = HANDLERS[function].rpartition(".")[0]
+        wanted = _imported_files("replay.steps", "replay.worker")
+        assert _imported_files(module) <= wanted
+        with _zip(zip_name) as shipped:
+            assert sorted(shipped.namelist()) == sorted(wanted), function
+            for name in wanted:
+                assert shipped.read(name) == (ROOT / name).read_bytes(), name
+        assert not {"replay/cli.py", "indexer/handler.py", "replay/verify.py"} & wanted
+        code = packaged.template["Resources"][function]["Properties"]["Code"]["S3Key"]
+        assert code.endswith("/" + zip_name)
+
+
+def _filled(text: str, values: dict[str, str]) -> Any:
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    return json.loads(text)
+
+
+def test_the_deployed_state_machine_is_the_generated_definition_and_valid_asl(packaged: Packaged,
+                                                                               tmp_path: Path) -> None:
+    """One source of truth: the template's text is replay.statemachine's, Fn::Sub fills it with
+    this stack's Lambdas, bucket and MaxConcurrency parameter, and the result is valid ASL for
+    asl-validator and cfn-lint's state machine checks (neither checks an Fn::Sub text itself)."""
+    from cfnlint.api import ManualArgs, lint_file
+
+    from replay.statemachine import SUBSTITUTIONS, cloudformation_text, definition
+
+    machine = packaged.raw["Resources"]["RebuildStateMachine"]["Properties"]
+    text, values = machine["DefinitionString"]["Fn::Sub"]
+    assert text == cloudformation_text()
+    assert values == {"RebuildStepsArn": {"Fn::GetAtt": ["RebuildStepsLambdaFunction", "Arn"]},
+                      "RebuildWorkerArn": {"Fn::GetAtt": ["RebuildWorkerLambdaFunction", "Arn"]},
+                      "RebuildMaxConcurrency": {"Ref": "RebuildMaxConcurrency"},
+                      "RebuildBucket": {"Ref": "RebuildBucket"}}
+    assert set(values) == set(SUBSTITUTIONS)
+    assert set(re.findall(r"\$\{([^}]+)\}", text)) == set(SUBSTITUTIONS)
+    assert (machine["StateMachineName"], machine["StateMachineType"]) == (MACHINE, "STANDARD")
+    assert machine["RoleArn"] == {"Fn::GetAtt": ["RebuildStateMachineRole", "Arn"]}
+    parameter = packaged.raw["Parameters"]["RebuildMaxConcurrency"]
+    assert (parameter["Type"], int(parameter["Default"])) == ("Number", 10)
+
+    steps = "arn:aws:lambda:us-east-1:123456789012:function:dynamodb-es-indexer-test-rebuildSteps"
+    worker = "arn:aws:lambda:us-east-1:123456789012:function:dynamodb-es-indexer-test-rebuildWorker"
+    deployed = _filled(text, {"RebuildStepsArn": steps, "RebuildWorkerArn": worker,
+                              "RebuildMaxConcurrency": str(parameter["Default"]), "RebuildBucket": "the-bucket"})
+    assert deployed == definition(steps, worker, 10, "the-bucket")
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps(deployed))
+    validated = subprocess.run([str(INFRA / "node_modules" / ".bin" / "asl-validator"), "--json-path", str(path)],
+                               capture_output=True, text=True, timeout=120)
+    assert validated.returncode == 0 and "is valid" in validated.stdout, validated.stdout + validated.stderr
+    broken = dict(deployed, States={**deployed["States"], "Load": {**deployed["States"]["Load"], "ResultWriter": {}}})
+    path.write_text(json.dumps(broken))
+    refused = subprocess.run([str(INFRA / "node_modules" / ".bin" / "asl-validator"), "--json-path", str(path)],
+                             capture_output=True, text=True, timeout=120)
+    assert "is invalid" in refused.stdout + refused.stderr  # the validator does check the Map's fields
+    template = tmp_path / "machine.json"
+    template.write_text(json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"Rebuild": {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {"RoleArn": "arn:aws:iam::123456789012:role/rebuild", "Definition": deployed}}}}))
+    assert [str(m) for m in lint_file(template, ManualArgs(regions=["us-east-1"]))] == []
+
+
+def test_the_rebuild_bucket_is_private_encrypted_tls_only_and_expires_what_rebuilds_write(packaged: Packaged) -> None:
+    from replay import steps
+    from replay.mapresults import RESULTS_PREFIX
+
+    resources = packaged.template["Resources"]
+    bucket = resources["RebuildBucket"]["Properties"]
+    assert bucket["BucketName"] == "dynamodb-es-indexer-test-rebuild"
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "AES256"}
+    assert bucket["PublicAccessBlockConfiguration"] == dict.fromkeys(
+        ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"), True)
+    rules = {rule["Prefix"]: rule for rule in bucket["LifecycleConfiguration"]["Rules"]}
+    # Every key a rebuild writes: units files (rebuilds/<index>/units.json), the map's results and exports.
+    for key in ("rebuilds/i-r1/units.json", f"{RESULTS_PREFIX}/run/manifest.json", f"{steps.EXPORT_PREFIX}/AWSDynamoDB/x"):
+        (rule,) = [rule for prefix, rule in rules.items() if key.startswith(prefix)]
+        assert rule["Status"] == "Enabled" and 1 <= int(rule["ExpirationInDays"]) <= 90, key
+        assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+    (statement,) = resources["RebuildBucketTlsOnly"]["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "s3:*")
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Resource"] == [{"Fn::GetAtt": ["RebuildBucket", "Arn"]}, {"Fn::Sub": "${RebuildBucket.Arn}/*"}]
+    for function in ("RebuildStepsLambdaFunction", "RebuildWorkerLambdaFunction"):
+        assert packaged.env(function)["REBUILD_BUCKET"] == bucket["BucketName"]
+    outputs = packaged.template["Outputs"]
+    assert outputs["RebuildStateMachineArn"]["Value"] == {"Ref": "RebuildStateMachine"}
+    assert "REBUILD_STATE_MACHINE_ARN" in outputs["RebuildStateMachineArn"]["Description"]
 
 
 def test_layer_holds_the_dependencies_for_the_lambda_platform(packaged: Packaged) -> None:
@@ -680,6 +811,63 @@ EXPECTED_GRANTS = {
 }
 
 
+MACHINE = "dynamodb-es-indexer-test-rebuild"
+
+
+def _in_rebuild_bucket(prefix: str) -> str:
+    return _arn({"Fn::Sub": "${RebuildBucket.Arn}/" + prefix + "/*"})
+
+
+def _states(resource: str) -> str:
+    return _arn({"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:" + resource})
+
+
+def _logs(function: str) -> set[tuple[str, str]]:
+    return {(action, _arn({"Fn::GetAtt": [f"{function}LogGroup", "Arn"]}))
+            for action in ("logs:CreateLogStream", "logs:PutLogEvents")}
+
+
+#: The rebuild's grants on AWS (the search grants follow the configuration, below), each the
+#: least its code calls (test_rebuild_roles_grant_what_its_lambdas_call records those calls).
+REBUILD_GRANTS = {
+    "RebuildStepsRole": {
+        *_logs("RebuildSteps"),
+        *{(a, _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]}))
+          for a in ("dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups", "dynamodb:ExportTableToPointInTime")},
+        ("dynamodb:DescribeExport", _arn({"Fn::Sub": "${AssetsTable.Arn}/export/*"})),
+        *{(a, _in_rebuild_bucket("rebuilds")) for a in ("s3:PutObject", "s3:GetObject")},
+        *{(a, _in_rebuild_bucket("exports"))
+          for a in ("s3:PutObject", "s3:AbortMultipartUpload", "s3:PutObjectAcl", "s3:GetObject")},
+        ("states:DescribeExecution", _states(f"execution:{MACHINE}:*")),
+    },
+    "RebuildWorkerRole": {
+        *_logs("RebuildWorker"),
+        ("dynamodb:Scan", _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]})),
+        ("s3:GetObject", _in_rebuild_bucket("exports")),
+    },
+    "RebuildStateMachineRole": {
+        ("lambda:InvokeFunction", _arn({"Fn::GetAtt": ["RebuildStepsLambdaFunction", "Arn"]})),
+        ("lambda:InvokeFunction", _arn({"Fn::GetAtt": ["RebuildWorkerLambdaFunction", "Arn"]})),
+        # Only its own Distributed Map's child executions.
+        ("states:StartExecution", _states(f"stateMachine:{MACHINE}")),
+        *{(a, _states(f"execution:{MACHINE}/*"))
+          for a in ("states:DescribeExecution", "states:StopExecution", "states:RedriveExecution")},
+        # ItemReader and ResultWriter (AWS's documented permissions for them).
+        *{(a, _in_rebuild_bucket("rebuilds")) for a in ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
+                                                         "s3:ListMultipartUploadParts")},
+    },
+    "RebuildOperatorPolicy": {
+        ("states:StartExecution", _arn({"Ref": "RebuildStateMachine"})),
+        ("states:DescribeExecution", _states(f"execution:{MACHINE}:*")),
+        ("states:ListMapRuns", _states(f"execution:{MACHINE}:*")),
+        ("states:DescribeMapRun", _states(f"mapRun:{MACHINE}/*")),
+    },
+}
+EXPECTED_GRANTS.update(REBUILD_GRANTS)
+#: HTTP methods the rebuild's worker sends (test_rebuild_roles_grant_what_its_lambdas_call).
+WORKER_METHODS = {"POST"}
+
+
 #: The indexer reads its credentials at run time; whoever runs python -m replay reads them too.
 SECRET_GRANT = ("secretsmanager:GetSecretValue", _arn({
     "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
@@ -694,15 +882,18 @@ def expected_grants(config: Config) -> dict[str, set[tuple[str, str]]]:
     """What each role and the operator policy must grant, exactly, in ``config``."""
     grants = {name: set(base) for name, base in EXPECTED_GRANTS.items()}
     if config.credentials:
-        grants["ReplayOperatorPolicy"].add(SECRET_GRANT)
-        grants["IndexerRole"].add(SECRET_GRANT)
+        for name in ("ReplayOperatorPolicy", "IndexerRole", "RebuildStepsRole", "RebuildWorkerRole"):
+            grants[name].add(SECRET_GRANT)
     if config.signed == "domain":
-        # Every path of the one domain; the handler's methods, and the store's for the operator.
+        # Every path of the one domain; the handler's methods, and the store's for the operator
+        # and the rebuild's steps (they create, swap and delete indices).
         grants["IndexerRole"] |= _http_grants(HANDLER_METHODS)
         grants["ReplayOperatorPolicy"] |= _http_grants(STORE_METHODS)
+        grants["RebuildStepsRole"] |= _http_grants(STORE_METHODS)
+        grants["RebuildWorkerRole"] |= _http_grants(WORKER_METHODS)
     if config.signed == "collection":
         # The collection's one IAM action; the data access policy on it says what it allows.
-        for name in ("IndexerRole", "ReplayOperatorPolicy"):
+        for name in ("IndexerRole", "ReplayOperatorPolicy", "RebuildStepsRole", "RebuildWorkerRole"):
             grants[name].add(("aoss:APIAccessAll", _arn(COLLECTION_ARN)))
     return grants
 
@@ -738,7 +929,7 @@ def test_each_function_has_its_own_role(config: tuple[Config, Packaged]) -> None
     functions = packaged.resources("AWS::Lambda::Function")
     assert {name: f["Properties"]["Role"] for name, f in functions.items()} == {
         name: {"Fn::GetAtt": [role, "Arn"]} for name, role in ROLES.items()}
-    assert set(packaged.resources("AWS::IAM::Role")) == set(ROLES.values())
+    assert set(packaged.resources("AWS::IAM::Role")) == set(ROLES.values()) | SERVICE_ROLES
     assert not packaged.resources("AWS::IAM::Policy")
 
 
@@ -772,12 +963,18 @@ def test_no_wildcards_except_where_aws_requires_them(config: tuple[Config, Packa
             # only patterns allowed.
             text = re.sub(r"^(\{\"Fn::Sub\": \"arn:\$\{AWS::Partition\}:s3:::[a-z0-9.-]+)/\*", r"\1", text)
             text = re.sub(r"^(arn:aws:es:[a-z0-9-]+:[0-9]{12}:domain/[a-z][a-z0-9-]+)/\*$", r"\1", text)
+            # The rebuild: objects under one fixed prefix of its bucket, the exports of the one
+            # table, the executions and map runs of the one state machine.
+            text = re.sub(r'^(\{"Fn::Sub": "\$\{RebuildBucket\.Arn\}/(rebuilds|exports))/\*"\}$', r"\1", text)
+            text = re.sub(r'^(\{"Fn::Sub": "\$\{AssetsTable\.Arn\}/export)/\*"\}$', r"\1", text)
+            text = re.sub(rf'^(\{{"Fn::Sub": "arn:\$\{{AWS::Partition\}}:states:\$\{{AWS::Region\}}:\$\{{AWS::AccountId\}}:'
+                          rf'(execution|mapRun):{MACHINE})[:/]\*"\}}$', r"\1", text)
             assert "*" not in text, (name, text)
 
 
 def test_functions_that_do_not_search_get_no_search_grants(config: tuple[Config, Packaged]) -> None:
     _, packaged = config
-    for role in ("AssetCreatedRole", "AssetDeletedRole"):
+    for role in ("AssetCreatedRole", "AssetDeletedRole", "RebuildStateMachineRole"):
         services = {action.split(":")[0] for action, _ in _grants(packaged.template["Resources"][role])}
         assert not services & {"es", "aoss", "secretsmanager"}, role
 
