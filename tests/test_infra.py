@@ -1130,6 +1130,29 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
     body = boto3.client("cloudwatch").get_dashboard(DashboardName=outputs["IndexerDashboardName"])["DashboardBody"]
     assert f'"{indexer["FunctionName"]}"' in body and json.loads(body)["widgets"]
 
+    # The rebuild: its state machine, as deployed, is the generated definition with this stack's
+    # Lambdas and bucket (what REBUILD_STATE_MACHINE_ARN, the output, names), and the bucket is
+    # encrypted (moto's CloudFormation applies neither a bucket's public access block nor its
+    # lifecycle rules: test_the_rebuild_bucket_is_private... reads those from the template).
+    from replay.statemachine import definition
+
+    functions = {name: awslambda.get_function_configuration(FunctionName=f"{stack}-{name}")
+                 for name in ("rebuildSteps", "rebuildWorker")}
+    assert {f["Handler"] for f in functions.values()} == {"replay.steps.handler", "replay.worker.handler"}
+    for function in functions.values():
+        assert function["Environment"]["Variables"]["REBUILD_BUCKET"] == outputs["RebuildBucketName"]
+        assert function["Environment"]["Variables"]["TABLE_NAME"] == outputs["TableName"]
+    machine = boto3.client("stepfunctions").describe_state_machine(stateMachineArn=outputs["RebuildStateMachineArn"])
+    deployed = definition(functions["rebuildSteps"]["FunctionArn"], functions["rebuildWorker"]["FunctionArn"], 10,
+                          outputs["RebuildBucketName"])
+    # moto's Fn::Sub is Python's string.Template, which reads "$$" as an escaped "$"; CloudFormation
+    # has no such escape ("${!...}" is its only one) and keeps the context paths ("$$.Map.Item.Value").
+    assert json.loads(machine["definition"]) == json.loads(json.dumps(deployed).replace('"$$.', '"$.'))
+    assert machine["roleArn"].split("/")[-1].startswith(f"{stack}-RebuildStateMachineRole")
+    bucket = outputs["RebuildBucketName"]
+    assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0][
+        "ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
 
 def _outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
@@ -1268,3 +1291,106 @@ def test_the_lag_alarm_threshold_is_a_param(tmp_path: Path) -> None:
     assert (float(alarm["Threshold"]), alarm["Namespace"]) == (5000.0, "Shop/Search")
     env = template["Resources"]["IndexerLambdaFunction"]["Properties"]["Environment"]["Variables"]
     assert env["METRICS_NAMESPACE"] == "Shop/Search"
+
+
+# ---------------------------------------------------------------- the rebuild's roles vs its calls
+
+
+from test_replay import rebuild  # noqa: E402,F401  (fixtures the rebuild's Lambdas run on)
+from test_steps import deployed  # noqa: E402,F401
+
+#: What DynamoDB does with the steps role's permissions when it writes an export (AWS's export
+#: documentation): calls the code never makes itself.
+ON_BEHALF = {"RebuildStepsRole": {"s3:AbortMultipartUpload", "s3:PutObjectAcl"}}
+
+
+def _aws_actions(grants: set[tuple[str, str]]) -> dict[str, set[str]]:
+    """action -> the first path segment of the rebuild-bucket objects it is granted on ("" otherwise)."""
+    granted: dict[str, set[str]] = {}
+    for action, resource in grants:
+        match = re.match(r'\{"Fn::Sub": "\$\{RebuildBucket\.Arn\}/([a-z]+)/\*"\}$', resource)
+        granted.setdefault(action, set()).add(match.group(1) if match else "")
+    return granted
+
+
+def test_rebuild_roles_grant_what_its_lambdas_call(deployed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steps and worker Lambdas through a whole scan rebuild, a whole export rebuild (after
+    an orphan left by a gone execution) and an abandoned one, on moto and the real cluster: every
+    AWS call and HTTP method each makes, against what its role grants. The role's AWS actions
+    are exactly those calls (plus what DynamoDB's export does on its behalf); every S3 key is
+    under a prefix granted for that action."""
+    import boto3
+    from botocore.client import BaseClient
+
+    import map_results
+    from conftest import LambdaContext
+    from indexer.search import SearchStore
+    from replay import steps, worker
+    from replay.mapresults import RESULTS_PREFIX
+    from tables import put_items
+
+    who: list[str | None] = [None]
+    calls: dict[str, set[tuple[str, str]]] = {"RebuildStepsRole": set(), "RebuildWorkerRole": set()}
+    methods: dict[str, set[str]] = {"RebuildStepsRole": set(), "RebuildWorkerRole": set()}
+    call, request = BaseClient._make_api_call, SearchStore._request
+
+    def recording_call(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if who[0]:
+            key = str(params.get("Key", "")).split("/")[0] if "Key" in params else ""
+            calls[who[0]].add((f"{self.meta.service_model.signing_name}:{operation}", key))
+        return call(self, operation, params)
+
+    def recording_request(self: SearchStore, method: str, *args: Any, **options: Any) -> Any:
+        if who[0]:
+            methods[who[0]].add(method)
+        return request(self, method, *args, **options)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
+    monkeypatch.setattr(SearchStore, "_request", recording_request)
+
+    def step(**event: Any) -> Any:
+        who[0] = "RebuildStepsRole"
+        try:
+            return steps.handler(event, None)
+        finally:
+            who[0] = None
+
+    def load(build: dict[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
+        units = json.loads(boto3.client("s3").get_object(Bucket=planned["units_bucket"],
+                                                         Key=planned["units_key"])["Body"].read())
+        outputs = []
+        for unit in units:
+            event = {"unit": unit, "build": build, "totals": {"read": 0, "created": 0, "stale": 0, "refused": 0}}
+            while event["unit"] is not None:
+                who[0] = "RebuildWorkerRole"
+                try:
+                    event = worker.handler(event, LambdaContext(60))
+                finally:
+                    who[0] = None
+            outputs.append(event["totals"])
+        return map_results.write(boto3.client("s3"), planned["units_bucket"], RESULTS_PREFIX, outputs)
+
+    put_items(deployed.table, [{"pk": {"S": f"k{n}"}, "sk": {"N": str(n)}} for n in range(120)])
+    boto3.client("dynamodb").update_continuous_backups(
+        TableName=deployed.table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+    abandoned = step(step="prepare", request={"segments": 2}, execution="")
+    step(step="abandon", build=abandoned, error=None)
+    build = step(step="prepare", request={"source": "scan", "segments": 2}, execution="")
+    planned = step(step="plan", build=build, plan={})
+    step(step="finish", build=build, plan=planned, loaded=load(build, planned))
+    gone = f"arn:aws:states:us-east-1:123456789012:execution:{MACHINE}:gone"
+    step(step="prepare", request={"segments": 1}, execution=gone)  # an orphan once its execution is gone
+    build = step(step="prepare", request={"source": "export"}, execution="")
+    planned = step(step="plan", build=build, plan={})
+    while not planned["ready"]:
+        planned = step(step="plan", build=build, plan=planned)
+    report = step(step="finish", build=build, plan=planned, loaded=load(build, planned))
+    assert report["read"] == 120
+
+    for role, recorded in calls.items():
+        granted = _aws_actions({g for g in REBUILD_GRANTS[role] if not g[0].startswith("logs:")})
+        assert set(granted) == {action for action, _ in recorded} | ON_BEHALF.get(role, set()), role
+        for action, key in recorded:
+            assert key in granted[action], (role, action, key)
+    assert methods["RebuildWorkerRole"] == WORKER_METHODS
+    assert methods["RebuildStepsRole"] <= STORE_METHODS
