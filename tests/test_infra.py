@@ -540,6 +540,34 @@ def test_shipped_zips_run_both_handlers_on_python_312(packaged: Packaged, tmp_pa
     assert result["orjson"].startswith(str(tmp_path / "opt"))
 
 
+def test_shipped_rebuild_zips_import_their_handlers_on_python_312(packaged: Packaged, tmp_path: Path) -> None:
+    """Each rebuild zip with the layer, as Lambda loads them: the handler imports, and a step it
+    cannot serve fails with the product's own error, not an ImportError."""
+    python = _python312()
+    if python is None:
+        pytest.skip("no CPython 3.12 on this machine to load the layer's cp312 wheels")
+    with _zip("dependencies.zip") as layer:
+        layer.extractall(tmp_path / "opt")
+    for zip_name in ("rebuildSteps.zip", "rebuildWorker.zip"):
+        task = tmp_path / zip_name
+        with _zip(zip_name) as code:
+            code.extractall(task)
+        script = (
+            "import json, sys\n"
+            f"sys.path[:0] = [{str(task)!r}, {str(tmp_path / 'opt' / 'python')!r}]\n"
+            "from replay import steps, worker\n"
+            "from indexer.errors import SettingsError\n"
+            "try:\n"
+            "    steps.handler({'step': 'nonsense'}, None)\n"
+            "except SettingsError as exc:\n"
+            "    print(json.dumps({'refused': str(exc), 'worker': callable(worker.handler)}))\n"
+        )
+        done = subprocess.run([python, "-I", "-S", "-c", script], capture_output=True, text=True, timeout=120,
+                              env={"PATH": os.environ["PATH"], "LOG_LEVEL": "WARNING"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == {"refused": "unknown step 'nonsense'", "worker": True}
+
+
 #: What the Lambda Python runtime ships besides the standard library (after the layer on sys.path).
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath")
 
@@ -684,6 +712,40 @@ def test_every_variable_the_code_reads_is_set_for_its_function(config: tuple[Con
         unused_credentials = CREDENTIAL_VARIABLES - expected.credentials
         assert read - set(deployed) - set(NOT_DEPLOYED) - unused_credentials == set(), function
         assert {"TABLE_NAME", "LOG_LEVEL"} <= read
+
+
+#: Settings the indexer's handler uses that the rebuild's Lambdas read (Settings.from_env) but never use.
+REBUILD_NOT_DEPLOYED = {
+    "DLQ_URL": "the rebuild dead-letters nothing: an item it cannot index is counted as refused and logged",
+    "METRICS": "the handler's per-batch metric lines; a rebuild's counts are its report",
+    "METRICS_NAMESPACE": "the handler's per-batch metric lines; a rebuild's counts are its report",
+}
+
+
+def test_every_variable_the_rebuild_reads_is_set_for_its_functions(config: tuple[Config, Packaged],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rebuild's Lambdas read their settings as replay.wiring does, plus REBUILD_BUCKET (steps):
+    each name they read is deployed, and the deployed settings pass validation."""
+    from indexer.settings import Settings
+
+    expected, packaged = config
+    for function in ("RebuildStepsLambdaFunction", "RebuildWorkerLambdaFunction"):
+        deployed = {name: _concrete(value) for name, value in packaged.env(function).items()}
+        recorder = RecordingEnv({**LAMBDA_RUNTIME_ENV, **deployed})
+        settings = Settings.from_env(recorder, require=("TABLE_NAME",))
+        assert (settings.required("table_name"), settings.required("index_name")) == (
+            "dynamodb-es-indexer-test", "dynamodb-es-indexer-test")
+        sources = ("indexer/settings.py", "replay/steps.py", "replay/worker.py", "replay/wiring.py")
+        read = recorder.read | set().union(*(_names_in_source(ROOT / m) for m in sources))
+        unused_credentials = CREDENTIAL_VARIABLES - expected.credentials
+        assert read - set(deployed) - set(NOT_DEPLOYED) - set(REBUILD_NOT_DEPLOYED) - unused_credentials == set(), function
+        assert {"TABLE_NAME", "INDEX_NAME", "REBUILD_BUCKET"} <= read
+        # The same search settings and target cache as the indexer: a rebuild announces its index
+        # and waits longer than the indexer caches its targets.
+        indexer = packaged.env("IndexerLambdaFunction")
+        for name in ("SEARCH_BACKEND", "SEARCH_AUTH", "SIGV4_SERVICE", "ELASTICSEARCH_URL", "TARGETS_TTL_SECONDS",
+                     "INDEX_NAME", "INDEX_MAPPING", "ELASTICSEARCH_VERIFY_CERTS"):
+            assert packaged.env(function).get(name) == indexer.get(name), (function, name)
 
 
 def test_search_settings_are_the_params(config: tuple[Config, Packaged]) -> None:
