@@ -443,6 +443,28 @@ def test_the_deployed_state_machine_is_the_generated_definition_and_valid_asl(pa
     assert [str(m) for m in lint_file(template, ManualArgs(regions=["us-east-1"]))] == []
 
 
+def test_the_rebuild_on_step_functions_can_be_left_out(tmp_path: Path, packaged: Packaged) -> None:
+    """rebuildOnStepFunctions=false: the same template with every rebuild resource, function, log
+    group and output conditioned away, still lint-clean; by default all of them are deployed."""
+    from cfnlint.api import ManualArgs, lint_file
+
+    run = _package({"rebuildOnStepFunctions": "false"}, tmp_path, offline=False)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    path = tmp_path / "cloudformation-template-update-stack.json"
+    raw = json.loads(path.read_text())
+    left_out = resolved(raw)
+    rebuild = {name for name in packaged.template["Resources"] if name.startswith("Rebuild")}
+    assert {"RebuildStateMachine", "RebuildBucket", "RebuildStepsLambdaFunction", "RebuildWorkerLambdaFunction",
+            "RebuildStepsLogGroup", "RebuildWorkerLogGroup", "RebuildStateMachineRole"} <= rebuild
+    assert {name for name in raw["Resources"] if name.startswith("Rebuild")} == rebuild
+    assert not {name for name in left_out["Resources"] if name.startswith("Rebuild")}
+    assert {name for name, out in raw["Outputs"].items() if out.get("Condition") == "DeploysRebuild"} == {
+        "RebuildStateMachineArn", "RebuildBucketName", "RebuildOperatorPolicyArn"}
+    assert set(left_out["Resources"]) == set(packaged.template["Resources"]) - rebuild
+    unexpected = [str(m) for m in lint_file(path, ManualArgs(regions=["us-east-1"])) if m.rule.id not in ALLOWED_LINT_WARNINGS]
+    assert unexpected == []
+
+
 def test_the_rebuild_bucket_is_private_encrypted_tls_only_and_expires_what_rebuilds_write(packaged: Packaged) -> None:
     from replay import steps
     from replay.mapresults import RESULTS_PREFIX

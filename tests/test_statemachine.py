@@ -332,3 +332,16 @@ def test_more_results_than_units_or_counts_that_are_not_whole_numbers_stop_the_s
         loaded_totals([totals(1), {"read": "1e9", "created": 0, "stale": 0}], 2, None)
     with pytest.raises(ReplayAborted, match="not whole numbers"):
         loaded_totals([totals(1), {"read": -5, "created": 0, "stale": 0}], 2, None)
+
+
+def test_an_export_needs_a_bucket_locally_but_defaults_to_the_rebuild_bucket_on_step_functions():
+    from indexer.errors import SettingsError
+    from replay.full import FullOptions
+    from replay.sources import check_flags
+    from replay.stepfunctions import request_of
+
+    with pytest.raises(SettingsError, match="--source export needs --export-bucket"):
+        check_flags(FullOptions(source="export", engine="local"))
+    on_step_functions = FullOptions(source="export", engine="stepfunctions")
+    check_flags(on_step_functions)
+    assert "export_bucket" not in request_of(on_step_functions)  # prepare picks REBUILD_BUCKET, exports/
