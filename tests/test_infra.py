@@ -1381,7 +1381,7 @@ def test_the_lag_alarm_threshold_is_a_param(tmp_path: Path) -> None:
 
 
 from test_replay import rebuild  # noqa: E402,F401  (fixtures the rebuild's Lambdas run on)
-from test_steps import deployed  # noqa: E402,F401
+from test_steps import deployed, load_all  # noqa: E402,F401
 
 #: What DynamoDB does with the steps role's permissions when it writes an export (AWS's export
 #: documentation): calls the code never makes itself.
@@ -1406,11 +1406,9 @@ def test_rebuild_roles_grant_what_its_lambdas_call(deployed: Any, monkeypatch: p
     import boto3
     from botocore.client import BaseClient
 
-    import map_results
     from conftest import LambdaContext
     from indexer.search import SearchStore
     from replay import steps, worker
-    from replay.mapresults import RESULTS_PREFIX
     from tables import put_items
 
     who: list[str | None] = [None]
@@ -1439,20 +1437,15 @@ def test_rebuild_roles_grant_what_its_lambdas_call(deployed: Any, monkeypatch: p
         finally:
             who[0] = None
 
+    def unit(event: dict[str, Any]) -> dict[str, Any]:
+        who[0] = "RebuildWorkerRole"
+        try:
+            return worker.handler(event, LambdaContext(60))
+        finally:
+            who[0] = None
+
     def load(build: dict[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
-        units = json.loads(boto3.client("s3").get_object(Bucket=planned["units_bucket"],
-                                                         Key=planned["units_key"])["Body"].read())
-        outputs = []
-        for unit in units:
-            event = {"unit": unit, "build": build, "totals": {"read": 0, "created": 0, "stale": 0, "refused": 0}}
-            while event["unit"] is not None:
-                who[0] = "RebuildWorkerRole"
-                try:
-                    event = worker.handler(event, LambdaContext(60))
-                finally:
-                    who[0] = None
-            outputs.append(event["totals"])
-        return map_results.write(boto3.client("s3"), planned["units_bucket"], RESULTS_PREFIX, outputs)
+        return load_all(build, planned, unit)
 
     put_items(deployed.table, [{"pk": {"S": f"k{n}"}, "sk": {"N": str(n)}} for n in range(120)])
     boto3.client("dynamodb").update_continuous_backups(

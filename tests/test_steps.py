@@ -38,16 +38,18 @@ def deployed(rebuild, monkeypatch):
     return rebuild
 
 
-def load_all(build: dict, planned: dict) -> dict:
+def load_all(build: dict, planned: dict, invoke=None) -> dict:
     """What the Distributed Map does: each unit of the units file, looping on its continuation,
-    its totals written where ResultWriter writes them (tests/map_results.py); the Map's output."""
+    its totals written where ResultWriter writes them (tests/map_results.py); the Map's output.
+    ``invoke(event)`` stands for the worker Lambda (default: its handler with 60 s to run)."""
+    invoke = invoke or (lambda event: worker.handler(event, LambdaContext(60)))
     units = json.loads(boto3.client("s3").get_object(Bucket=planned["units_bucket"],
                                                      Key=planned["units_key"])["Body"].read())
     loaded = []
     for unit in units:
         event = {"unit": unit, "build": build, "totals": {"read": 0, "created": 0, "stale": 0, "refused": 0}}
         while event["unit"] is not None:
-            event = worker.handler(event, LambdaContext(60))
+            event = invoke(event)
         loaded.append(event["totals"])
     return map_results.write(boto3.client("s3"), planned["units_bucket"], RESULTS_PREFIX, loaded)
 
