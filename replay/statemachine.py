@@ -86,7 +86,7 @@ def definition(steps_arn: str, worker_arn: str, max_concurrency: int, results_bu
                 "MaxConcurrency": max_concurrency,
                 "ToleratedFailureCount": 0,
                 # Each unit's totals go to S3, not into the state's output (256 KiB: ~2,500 units);
-                # the Map's output is then where they are (Finish reads them: map_results).
+                # the Map's output is then where they are (Finish reads them: replay/mapresults.py).
                 # Fixed, not paths: Step Functions adds the map run's id below the prefix.
                 "ResultWriter": {
                     "Resource": "arn:aws:states:::s3:putObject",
