@@ -1233,6 +1233,24 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
     # has no such escape ("${!...}" is its only one) and keeps the context paths ("$$.Map.Item.Value").
     assert json.loads(machine["definition"]) == json.loads(json.dumps(deployed).replace('"$$.', '"$.'))
     assert machine["roleArn"].split("/")[-1].startswith(f"{stack}-RebuildStateMachineRole")
+    # The CLI finds it by the documented setting (the output as REBUILD_STATE_MACHINE_ARN) and
+    # starts an execution of it; moto runs nothing (no Lambda to run), so it detaches.
+    from replay import stepfunctions
+    from replay.full import FullOptions
+
+    def detach(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    follow = stepfunctions.follow
+    monkeypatch.setattr(stepfunctions, "follow",
+                        lambda sfn, execution, progress, poll: follow(sfn, execution, progress, poll, sleep=detach))
+    said: list[str] = []
+    options = FullOptions(engine="stepfunctions", source="export", progress=False)
+    followed = stepfunctions.run(options, {"REBUILD_STATE_MACHINE_ARN": outputs["RebuildStateMachineArn"]}, said.append)
+    assert followed.report is None and said == [f"started {followed.execution}"]
+    started = boto3.client("stepfunctions").describe_execution(executionArn=followed.execution)
+    assert started["stateMachineArn"] == outputs["RebuildStateMachineArn"]
+    assert json.loads(started["input"]) == stepfunctions.request_of(options)
     bucket = outputs["RebuildBucketName"]
     assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0][
         "ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
