@@ -43,14 +43,6 @@ class InstantStore:
                                            for n in range(count)]}
 
 
-class OneIndex:
-    def indices(self, alias: str, timeout: float) -> list[str]:
-        return [INDEX]
-
-    def invalidate(self, alias: str | None = None) -> None:
-        return None
-
-
 def main() -> int:
     parser = common.parser(__doc__)
     parser.add_argument("--runs", type=common.positive, default=30, help="batches per workload (default: 30)")
@@ -59,13 +51,14 @@ def main() -> int:
 
     from indexer.apply import Deadline
     from indexer.batch import Pipeline
+    from indexer.layout import FixedTargets
 
     seed_records, cold_records = handler_bench.batch()
     existing = {doc_id for doc_id, _ in handler_bench.sources(seed_records)}
     hot_batches = [handler_bench.hot_batch(k) for k in range(1, args.runs + 2)]
 
     def pipeline() -> Pipeline:
-        return Pipeline(store=InstantStore(existing), targets=OneIndex(), dead_letters=None,  # type: ignore[arg-type]
+        return Pipeline(store=InstantStore(existing), targets=FixedTargets([INDEX]), dead_letters=None,  # type: ignore[arg-type]
                         default_alias=handler_bench.ALIAS)
 
     cold_pipeline, hot_pipeline = pipeline(), pipeline()
