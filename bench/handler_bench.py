@@ -43,6 +43,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -66,20 +67,23 @@ class TimedStore:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        #: Wall time of each kind of request, and our process's CPU time during it (the
-        #: client's serialising and parsing).
-        self.seconds = {"mget": 0.0, "bulk": 0.0, "mget_cpu": 0.0, "bulk_cpu": 0.0}
+        #: Wall time of each kind of request, and the CPU time of the thread that made it (the
+        #: client's serialising and parsing). A read made ahead, on its own thread while the
+        #: handler converts, is counted apart: it overlaps the handler's other work.
+        self.seconds = {"mget": 0.0, "bulk": 0.0, "mget_ahead": 0.0,
+                        "mget_cpu": 0.0, "bulk_cpu": 0.0, "mget_ahead_cpu": 0.0}
 
     def _timed(self, name: str, call: Callable[[], Any]) -> Any:
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             return call()
         finally:
             self.seconds[name] += time.perf_counter() - started
-            self.seconds[name + "_cpu"] += time.process_time() - cpu_started
+            self.seconds[name + "_cpu"] += time.thread_time() - cpu_started
 
     def current(self, pairs: Any, timeout: float) -> Any:
-        return self._timed("mget", lambda: self.inner.current(pairs, timeout))
+        name = "mget" if threading.current_thread() is threading.main_thread() else "mget_ahead"
+        return self._timed(name, lambda: self.inner.current(pairs, timeout))
 
     def bulk(self, body: bytes, timeout: float) -> Any:
         return self._timed("bulk", lambda: self.inner.bulk(body, timeout))
@@ -383,10 +387,11 @@ def main() -> int:
         def median_ms(of: Callable[[dict[str, float]], float]) -> float:
             return round(common.median([of(s) for s in measured]) * 1000, 1)
 
-        split = {name: median_ms(lambda s: s[name]) for name in ("mget", "bulk", "total", "gc")}
+        split = {name: median_ms(lambda s: s[name]) for name in ("mget", "mget_ahead", "bulk", "total", "gc")}
+        # Includes waiting for a read made ahead, where it took longer than converting.
         split["rest"] = median_ms(lambda s: s["total"] - s["mget"] - s["bulk"])
-        # Our process's CPU time outside the cluster calls: what "rest" would be on an idle machine.
-        split["rest_cpu"] = median_ms(lambda s: s["cpu"] - s["mget_cpu"] - s["bulk_cpu"])
+        # Our CPU time outside the cluster calls: about what "rest" is on an idle machine.
+        split["rest_cpu"] = median_ms(lambda s: s["cpu"] - s["mget_cpu"] - s["mget_ahead_cpu"] - s["bulk_cpu"])
         return {"median_ms": medians, "noise": {name: common.spread(values) for name, values in results.items()},
                 "best_ms": {name: round(min(values) * 1000, 1) for name, values in results.items()},
                 "ours_split_ms": split,
@@ -422,7 +427,8 @@ def main() -> int:
         print(f"  = {f['ratio_bulk']:.2f}x bulk, {f['ratio_mget_bulk']:.2f}x mget + bulk, "
               f"{f['ratio_hand_written']:.2f}x hand-written (goal {f['goal']}: {'met' if f['met'] else 'MISSED'})")
         split = f["ours_split_ms"]
-        print(f"  handler split: mget {split['mget']} ms, bulk {split['bulk']} ms, "
+        print(f"  handler split: mget {split['mget']} ms (and {split['mget_ahead']} ms read ahead, "
+              f"beside converting), bulk {split['bulk']} ms, "
               f"parse+convert+guard {split['rest']} ms (of it CPU {split['rest_cpu']} ms; "
               f"garbage collection {split['gc']} ms in all)")
     print(f"\n  of which metrics (counts, lag, EMF line): {figures['metrics_ms']} ms "

@@ -7,6 +7,7 @@ the cluster is down or refuses us: the caller reports it to Lambda for redeliver
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,7 +25,7 @@ from tenacity import (
 
 from .actions import (Current, Outcome, Write, bulk_body, in_snapshot_window, is_stale, item_results, needs_table_state,
                       older_than_snapshot, stale_against_snapshot)
-from .errors import ClusterError, MissingIndex, ReadbackFailed, RecordError, RetryableError
+from .errors import ClusterError, IndexerError, MissingIndex, ReadbackFailed, RecordError, RetryableError
 from .layout import FixedTargets, Targets
 from .metrics import BatchMetrics
 from .records import Change
@@ -114,11 +115,13 @@ class _Round:
 
     def __init__(self, store: Store, deadline: Deadline, policy: RetryPolicy, max_bytes: int,
                  metrics: BatchMetrics, written: WrittenCache | None = None,
-                 read_back: ReadBack | None = None) -> None:
+                 read_back: ReadBack | None = None, ahead: "ReadAhead | None" = None) -> None:
         self.metrics = metrics
         self.read_back = read_back
         #: Why the table could not be read for some units (they stay unsettled: Lambda retries).
         self.unread = ""
+        #: The first read, started before the changes were converted; used up by the first attempt.
+        self.ahead = ahead
         self.store = store
         #: What this container wrote last; its entries stand in for the read (see written.py).
         self.written = written if written is not None else WrittenCache(capacity=0)
@@ -152,19 +155,16 @@ class _Round:
             # guard's own decision for an absent document), and only a conflict makes it read.
             # A document this container wrote last needs no read either: its entry is the
             # revision to write over, and a 409 (someone wrote since) drops it and reads.
-            current: dict[tuple[str, str], Current | None] = {}
-            to_read: list[_Unit] = []
-            for unit in self.pending:
-                if not unit.change.snapshot:
-                    known = self.written.usable(unit.index, unit.change.doc_id, unit.change.sequence)
-                    if known is not None:
-                        current[(unit.index, unit.change.doc_id)] = known
-                        continue
-                if not self._blind(unit):
-                    to_read.append(unit)
+            current, to_read = self.plan()
             if to_read:
-                current.update(self.store.current(
-                    [(unit.index, unit.change.doc_id) for unit in to_read], self.timeout()))
+                if self.ahead is not None:
+                    # Read while the batch was being converted (see ReadAhead); read only the rest.
+                    early = self.ahead.result()
+                    self.ahead = None
+                    current.update((pair, early[pair]) for pair in to_read if pair in early)
+                    to_read = [pair for pair in to_read if pair not in early]
+                if to_read:
+                    current.update(self.store.current(to_read, self.timeout()))
                 if self.read_back is not None:
                     self._table_states(current)
             writes: list[_Unit] = []
@@ -185,6 +185,30 @@ class _Round:
                 raise RetryableError(f"{len(retries)} writes hit transient errors")
         if self.pending:
             raise RetryableError(f"{len(self.pending)} documents kept changing while being written")
+
+    def target(self, changes: list[Change], targets: Targets | FixedTargets) -> dict[str, list[str]]:
+        """Make ``changes`` pending, one unit per target index of their alias (alias → indices)."""
+        indices: dict[str, list[str]] = {}
+        for alias in {change.alias for change in changes}:
+            indices[alias] = targets.indices(alias, self.timeout())
+            self.snapshots.update(targets.snapshots(alias))
+        self.pending = [_unit(index, change) for change in changes for index in indices[change.alias]]
+        return indices
+
+    def plan(self) -> tuple[dict[tuple[str, str], Current | None], list[tuple[str, str]]]:
+        """What the pending units' documents hold as far as known without reading (this
+        container's own last writes), and the (index, id) pairs that must be read first."""
+        current: dict[tuple[str, str], Current | None] = {}
+        to_read: list[tuple[str, str]] = []
+        for unit in self.pending:
+            if not unit.change.snapshot:
+                known = self.written.usable(unit.index, unit.change.doc_id, unit.change.sequence)
+                if known is not None:
+                    current[(unit.index, unit.change.doc_id)] = known
+                    continue
+            if not self._blind(unit):
+                to_read.append((unit.index, unit.change.doc_id))
+        return current, to_read
 
     def _write(self, writes: list[_Unit]) -> tuple[list[_Unit], list[_Unit]]:
         conflicts: list[_Unit] = []
@@ -265,6 +289,54 @@ class _Round:
         self.outcomes[unit.key] = label
 
 
+class ReadAhead:
+    """The guard's first ``mget``, on a thread of its own while the batch's images convert.
+
+    Which documents the guard reads depends only on the records' envelopes (ids, sequences,
+    event names), not on their images, and converting a cold batch's images takes about as
+    long as the read's round trip: doing both at once hides most of the read
+    (bench/handler_bench.py). Reading earlier is as safe as reading later: every write is
+    conditional on exactly the revision read, so a document written in between makes the write
+    a conflict, which reads again and decides again. A read that fails is left to the guard,
+    which reads those documents itself and meets the error with its retries."""
+
+    def __init__(self, store: Store, pairs: list[tuple[str, str]], timeout: float) -> None:
+        self._found: dict[tuple[str, str], Current | None] = {}
+        self._thread = threading.Thread(target=self._read, args=(store, pairs, timeout),
+                                        name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _read(self, store: Store, pairs: list[tuple[str, str]], timeout: float) -> None:
+        try:
+            self._found = store.current(pairs, timeout)
+        except IndexerError as exc:
+            log.info("read_ahead_failed", error=str(exc)[:300])
+
+    def result(self) -> dict[tuple[str, str], Current | None]:
+        """What the read found ((index, id) → revision or None); empty when it failed."""
+        self._thread.join()
+        return self._found
+
+
+def read_ahead(
+    changes: list[Change],
+    store: Store,
+    targets: Targets | FixedTargets,
+    deadline: Deadline,
+    written: WrittenCache | None = None,
+) -> ReadAhead | None:
+    """Start the read :func:`apply` would begin ``changes`` with (their sources may still be
+    empty: see ``records.unconverted``), or None when it would read nothing. Decided by the
+    guard's own rules (``_Round.plan``), so it reads what the guard would read."""
+    state = _Round(store, deadline, RetryPolicy(), BULK_MAX_BYTES, BatchMetrics(), written)
+    try:
+        state.target(changes, targets)
+        _, pairs = state.plan()
+        return ReadAhead(store, pairs, state.timeout()) if pairs else None
+    except IndexerError:  # the targets could not be looked up: apply does it again, with retries
+        return None
+
+
 def apply(
     changes: list[Change],
     store: Store,
@@ -276,14 +348,16 @@ def apply(
     metrics: BatchMetrics | None = None,
     written: WrittenCache | None = None,
     read_back: ReadBack | None = None,
+    ahead: "ReadAhead | None" = None,
 ) -> Result:
     """Apply ``changes`` (at most one per document) to every target index of their aliases;
     ``written``, when given, is this container's cache of what it wrote (see written.py);
-    ``read_back``, when given, reads the table for records of a rebuild's uncertain window."""
+    ``read_back``, when given, reads the table for records of a rebuild's uncertain window;
+    ``ahead``, the guard's first read already under way (see :func:`read_ahead`)."""
     result = Result()
     if not changes:
         return result
-    state = _Round(store, deadline, policy, max_bytes, metrics or BatchMetrics(), written, read_back)
+    state = _Round(store, deadline, policy, max_bytes, metrics or BatchMetrics(), written, read_back, ahead)
     retrying = Retrying(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(policy.max_attempts)
@@ -300,10 +374,7 @@ def apply(
             with attempt:
                 if not indices:
                     # Resolved inside the retry loop: the lookup itself can hit a transient error.
-                    for alias in {change.alias for change in changes}:
-                        indices[alias] = targets.indices(alias, state.timeout())
-                        state.snapshots.update(targets.snapshots(alias))
-                    state.pending = [_unit(index, change) for change in changes for index in indices[change.alias]]
+                    indices.update(state.target(changes, targets))
                 state.attempt()
     except RetryError as exc:
         error = exc.last_attempt.exception()

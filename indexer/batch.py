@@ -13,11 +13,11 @@ from typing import Any, Callable
 import structlog
 
 from . import deadletter
-from .apply import Deadline, ReadBack, RetryPolicy, apply
+from .apply import Deadline, ReadBack, RetryPolicy, apply, read_ahead
 from .errors import DeadLetterError, RecordError
 from .layout import Targets
-from .metrics import BatchMetrics, batch_alias
-from .records import Head, head_of, newest_changes, records_of
+from .metrics import BatchMetrics, batch_alias, created_ms
+from .records import Head, head_of, newest_converted, newest_first, records_of, unconverted
 from .search import Store
 from .tablestate import TableReader, read_back
 from .written import WrittenCache
@@ -85,22 +85,34 @@ class Pipeline:
             return summary
         summary.records = len(records)
         summary.alias = batch_alias(records, self.default_alias)
-        summary.metrics.observe_records(records)
 
         heads: list[Head] = []
         letters: dict[int, deadletter.Letter] = {}
+        # Each record's creation time (epoch ms) for the lag metrics, read once with its head.
+        created: list[float | None] = [None] * len(records)
         for position, record in enumerate(records):
             try:
-                heads.append(head_of(record, position, self.default_alias))
+                head = head_of(record, position, self.default_alias)
             except RecordError as error:
                 letters[position] = deadletter.Letter(record, error)
+                created[position] = created_ms(record)
+                continue
+            heads.append(head)
+            if head.at is not None and head.at > 0:
+                created[position] = head.at
+        summary.metrics.observe_created(created)
 
-        latest, unconvertible, summary.superseded = newest_changes(heads)
+        groups = newest_first(heads)
+        # The guard's read needs only ids and sequences: it runs while the images convert.
+        ahead = read_ahead([unconverted(same[0]) for same in groups], self.store, self.targets,
+                           deadline, self.written)
+        latest, unconvertible, summary.superseded = newest_converted(groups)
         for position, error in unconvertible.items():
             letters[position] = deadletter.Letter(records[position], error)
         result = apply(latest, self.store, self.targets, deadline, self.policy, self.sleep,
-                       metrics=summary.metrics, written=self.written, read_back=self._read_back(records))
-        summary.metrics.observe_applied(records, result.applied)
+                       metrics=summary.metrics, written=self.written, read_back=self._read_back(records),
+                       ahead=ahead)
+        summary.metrics.observe_applied_at(created, result.applied)
         summary.stale = len(result.stale)
         for change in result.applied:
             if change.delete:

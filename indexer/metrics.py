@@ -113,16 +113,26 @@ class BatchMetrics:
         self.acknowledged_ms[key] = max(at_ms, self.acknowledged_ms.get(key, at_ms))
 
     def observe_records(self, records: Sequence[Any]) -> None:
-        self.oldest_record_age_ms = oldest_age_ms(records, self.started_ms)
+        self.observe_created([created_ms(record) for record in records])
+
+    def observe_created(self, created: Sequence[float | None]) -> None:
+        """The batch's oldest record, from each record's creation time (epoch ms, or None)."""
+        self.oldest_record_age_ms = oldest_of(created, self.started_ms)
 
     def observe_applied(self, records: Sequence[Any], applied: Iterable[Change]) -> None:
-        """The lag of the applied changes, from the creation times of the records each covers."""
+        self.observe_applied_at([created_ms(record) for record in records], applied)
+
+    def observe_applied_at(self, created: Sequence[float | None], applied: Iterable[Change]) -> None:
+        """The lag of the applied changes, from the creation times (epoch ms by position in the
+        batch, or None) of the records each covers."""
         pairs = []
         for change in applied:
             acked = self.acknowledged_ms.get((change.alias, change.doc_id))
-            created = earliest_ms(records[position] for position in change.covers)
-            if acked is not None and created is not None:
-                pairs.append((created, acked))
+            if acked is None:
+                continue
+            times = [at for at in (created[position] for position in change.covers) if at is not None]
+            if times:
+                pairs.append((min(times), acked))
         self.replication_lag_ms = replication_lag_ms(pairs)
 
 
@@ -138,15 +148,15 @@ def created_ms(record: Any) -> float | None:
     return None
 
 
-def earliest_ms(records: Iterable[Any]) -> float | None:
-    times = [at for at in map(created_ms, records) if at is not None]
-    return min(times) if times else None
-
-
 def oldest_age_ms(records: Iterable[Any], now_ms: float) -> float | None:
     """How long before ``now_ms`` the oldest record was written (never negative), or None."""
-    oldest = earliest_ms(records)
-    return None if oldest is None else max(now_ms - oldest, 0.0)
+    return oldest_of([created_ms(record) for record in records], now_ms)
+
+
+def oldest_of(created: Iterable[float | None], now_ms: float) -> float | None:
+    """How long before ``now_ms`` the earliest of ``created`` (epoch ms, None for unknown) was."""
+    times = [at for at in created if at is not None]
+    return max(now_ms - min(times), 0.0) if times else None
 
 
 def replication_lag_ms(pairs: Iterable[tuple[float, float]]) -> float | None:

@@ -182,6 +182,13 @@ def change_from(head: Head, read: int | None = None) -> Change:
     return change
 
 
+def unconverted(head: Head) -> Change:
+    """The change ``head``'s record asks for, its image not converted yet (an empty source):
+    enough to decide which documents the guard must read."""
+    return Change(head.alias, head.doc_id, head.sequence, head.delete, b"", head.position,
+                  fresh=head.fresh, at=head.at)
+
+
 def change_of(record: Any, position: int, default_alias: str | None = None) -> Change:
     """The change a stream record asks for; raises :class:`RecordError` when there is none."""
     return change_from(head_of(record, position, default_alias))
@@ -225,18 +232,19 @@ def name_problem(document: dict[str, Any]) -> str | None:
     return _collision(document, (), kinds)
 
 
-def _has_dotted_name(value: Any) -> bool:
-    """Whether any map, at any depth, has a key with a dot (plain loops: this runs per record)."""
+def _has_dotted_name(value: dict[str, Any] | list[Any]) -> bool:
+    """Whether any map, at any depth, has a key with a dot. Runs per record: a map's names are
+    searched in one joined string, and only maps and lists are visited."""
     if type(value) is dict:
-        for name, item in value.items():
-            if "." in name:
-                return True
-            if type(item) in (dict, list) and _has_dotted_name(item):
-                return True
-    elif type(value) is list:
-        for item in value:
-            if type(item) in (dict, list) and _has_dotted_name(item):
-                return True
+        if "." in "".join(value):
+            return True
+        children: Any = value.values()
+    else:
+        children = value
+    for item in children:
+        kind = type(item)
+        if (kind is dict or kind is list) and _has_dotted_name(item):
+            return True
     return False
 
 
@@ -333,6 +341,11 @@ def newest_changes(heads: list[Head]) -> tuple[list[Change], dict[int, RecordErr
     is tried, as before collapsing came first: the newest convertible record is written.
     Ties (the same record delivered twice) keep the earliest position, as :func:`collapse`.
     """
+    return newest_converted(newest_first(heads))
+
+
+def newest_first(heads: list[Head]) -> list[list[Head]]:
+    """The heads grouped per document, each group newest first (ties: earliest position first)."""
     by_document: dict[tuple[str, str], list[Head]] = {}
     for head in heads:
         key = (head.alias, head.doc_id)
@@ -341,12 +354,19 @@ def newest_changes(heads: list[Head]) -> tuple[list[Change], dict[int, RecordErr
             by_document[key] = [head]
         else:
             same.append(head)
+    groups = list(by_document.values())
+    for same in groups:
+        if len(same) > 1:
+            same.sort(key=lambda head: (-head.sequence, head.position))
+    return groups
+
+
+def newest_converted(groups: list[list[Head]]) -> tuple[list[Change], dict[int, RecordError], int]:
+    """:func:`newest_changes` for heads already grouped by :func:`newest_first`."""
     changes: list[Change] = []
     errors: dict[int, RecordError] = {}
     superseded = 0
-    for same in by_document.values():
-        if len(same) > 1:
-            same.sort(key=lambda head: (-head.sequence, head.position))
+    for same in groups:
         for tried, head in enumerate(same):
             try:
                 change = change_from(head)
