@@ -14,7 +14,11 @@ batch); every side keeps writing its own index, never recreated.
 Ours: ``indexer.handler.handler(event, context)`` called in this process, warm (clients built,
 index targets cached, as in a warm Lambda container), with a moto dead-letter queue
 (in-process; nothing fails, so it is never called). Its time covers parsing and converting
-the records, the ordering guard (its ``mget``, where it needs one) and the guarded bulk write.
+the records, the ordering guard (its ``mget``, where it needs one, made on a thread while the
+images convert) and the guarded bulk write. Its split: ``mget`` made by the guard itself,
+``mget`` read ahead (beside the conversion, so not subtracted), bulk, and the rest with the
+CPU time our process spent on it (the rest's wall time minus its CPU time is waiting: for a
+read ahead that took longer than converting, or for a core on a loaded machine).
 
 Ceilings, each with the final documents (the converted images with their bookkeeping, and
 tombstones for REMOVEs) pre-built in memory as Python dicts:
