@@ -20,11 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Whole suite against a real Elasticsearch, then the backend suites against a real OpenSearch
-## (both fetched with Maven and started by the tests).
+## Whole suite against a real Elasticsearch and the backend suites against a real OpenSearch,
+## side by side (both fetched with Maven and started by the tests; see scripts/run_tests.sh).
 test: install es-fetch
-	$(BIN)/python -m pytest
-	$(MAKE) --no-print-directory test-opensearch
+	bash scripts/run_tests.sh $(BIN)/python $(BACKEND_SUITES)
 
 test-opensearch: install es-fetch
 	SEARCH_BACKEND=opensearch PROPERTY_EXAMPLES=20 $(BIN)/python -m pytest -m es $(BACKEND_SUITES)
