@@ -20,8 +20,9 @@ shift
 log="$(mktemp "${TMPDIR:-/tmp}/opensearch-tests.XXXXXX")"
 opensearch_pid=""
 stop_opensearch() {
+  # SIGINT, as Ctrl-C would: pytest then runs its teardown, which stops the cluster it started.
   if [[ -n "$opensearch_pid" ]] && kill -0 "$opensearch_pid" 2>/dev/null; then
-    kill -TERM "$opensearch_pid" 2>/dev/null
+    kill -INT -- "-$opensearch_pid" 2>/dev/null
     wait "$opensearch_pid" 2>/dev/null
   fi
   rm -f "$log"
@@ -29,10 +30,15 @@ stop_opensearch() {
 trap stop_opensearch EXIT
 trap 'exit 130' INT TERM
 
+# Job control on, for the background session only: without it bash starts a background
+# command with SIGINT ignored, which its subprocesses inherit (the tests that Ctrl-C a replay
+# would then see it ignore the signal), and the session gets a process group of its own.
 # -p no:cacheprovider: the two sessions would otherwise both write .pytest_cache at the end.
+set -m
 SEARCH_BACKEND=opensearch PROPERTY_EXAMPLES=20 \
   "$python" -m pytest -p no:cacheprovider -m es "$@" >"$log" 2>&1 </dev/null &
 opensearch_pid=$!
+set +m
 
 "$python" -m pytest -n 2 --dist loadfile
 elasticsearch=$?

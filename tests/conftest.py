@@ -149,19 +149,33 @@ class PrivateES:
         return Cluster(self.url)
 
 
-@pytest.fixture
-def private_es() -> Iterator[PrivateES]:
-    """A started private instance, stopped and deleted after the test."""
+@pytest.fixture(scope="session")
+def _private_es_of_session() -> Iterator[PrivateES]:
+    """The session's one private instance (not started until a test asks for it), deleted at
+    the end of the session."""
     helper = PrivateES(f"pytest-private-{uuid.uuid4().hex[:12]}")
-    try:
-        helper.start()
-    except es_local.LaunchError as e:
-        es_local.remove(helper.name)
-        pytest.fail(f"could not start private Elasticsearch: {e}", pytrace=False)
     try:
         yield helper
     finally:
         es_local.remove(helper.name)
+
+
+@pytest.fixture
+def private_es(_private_es_of_session: PrivateES) -> PrivateES:
+    """A running private instance, apart from the session's cluster, that the test may stop,
+    restart or wipe.
+
+    One instance serves every test of the session that asks for it (a start costs 10-30 s, and
+    several tests each paid it): each test gets it running — started again if an earlier test
+    left it stopped (same port, same data) — and must use names of its own in it, as it does
+    in the session's cluster.
+    """
+    helper = _private_es_of_session
+    try:
+        helper.start()  # the running process itself when it is already up
+    except es_local.LaunchError as e:
+        pytest.fail(f"could not start private Elasticsearch: {e}", pytrace=False)
+    return helper
 
 
 # ==========================================================================
