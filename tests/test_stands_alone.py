@@ -53,11 +53,15 @@ _LINK = re.compile(r"\]\(([^)\s]+)\)")
 def _sources() -> list[Path]:
     found = [ROOT / "Makefile", ROOT / "pyproject.toml", ROOT / "README.md"]
     for top in SCANNED:
-        for path in sorted((ROOT / top).rglob("*")):
-            relative = path.relative_to(ROOT)
-            if (path.is_file() and path.suffix in SUFFIXES and path != HERE
-                    and not SKIPPED_PARTS & set(relative.parts[1:]) and path.name != "package-lock.json"):
-                found.append(path)
+        # Skipped folders are pruned, not walked and filtered: make test runs test modules side by
+        # side, and npm or pip may be filling infra/node_modules or infra/layer meanwhile.
+        for folder, subfolders, files in os.walk(ROOT / top):
+            subfolders[:] = sorted(name for name in subfolders if name not in SKIPPED_PARTS)
+            for name in sorted(files):
+                path = Path(folder, name)
+                if (path.is_file() and path.suffix in SUFFIXES and path != HERE
+                        and name != "package-lock.json"):
+                    found.append(path)
     return found
 
 
