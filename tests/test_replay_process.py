@@ -36,12 +36,34 @@ def replay(env, *flags, **kwargs):
                           timeout=300, **kwargs)
 
 
-def start_held_replay(env, tmp_path):
-    """A replay that holds its scan after the first written page (REPLAY_HOLD_FILE never
-    appears), so a signal always finds it mid-scan, however fast or slow the machine."""
-    held = {**env, "REPLAY_HOLD_FILE": str(tmp_path / "never-created")}
-    return subprocess.Popen([sys.executable, "-m", "replay", "--full", "--bulk-size", "20", "--no-progress"],
-                            env=held, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _default_sigint() -> None:
+    """The replay answers Ctrl-C even when the tests run where SIGINT is ignored (a background
+    job of a non-interactive shell, whose children inherit the ignored signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def start_held_replay():
+    """Starts a replay that holds its scan after the first written page (REPLAY_HOLD_FILE never
+    appears), so a signal always finds it mid-scan, however fast or slow the machine. A replay
+    still running when its test ends (a signal it ignored, a failed assertion) is killed, so it
+    never outlives the session."""
+    started: list[subprocess.Popen] = []
+
+    def start(env, tmp_path):
+        held = {**env, "REPLAY_HOLD_FILE": str(tmp_path / "never-created")}
+        process = subprocess.Popen([sys.executable, "-m", "replay", "--full", "--bulk-size", "20", "--no-progress"],
+                                   env=held, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=_default_sigint)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+            process.kill()
+            process.wait()
 
 
 class Stderr(threading.Thread):
@@ -79,7 +101,7 @@ def serving(es, alias):
     return sorted(es.indices.get_alias(name=alias).body)
 
 
-def test_kill_9_mid_scan_leaves_the_alias_serving_and_a_rerun_converges(table, es_client, tmp_path):
+def test_kill_9_mid_scan_leaves_the_alias_serving_and_a_rerun_converges(table, es_client, tmp_path, start_held_replay):
     alias, env = table
     assert replay(env, "--full", "--no-progress").returncode == 0
     before = serving(es_client, alias)
@@ -107,7 +129,7 @@ def test_kill_9_mid_scan_leaves_the_alias_serving_and_a_rerun_converges(table, e
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_mid_scan_removes_the_half_built_index(table, es_client, tmp_path, signum):
+def test_ctrl_c_mid_scan_removes_the_half_built_index(table, es_client, tmp_path, start_held_replay, signum):
     alias, env = table
     assert replay(env, "--full", "--no-progress").returncode == 0
     before = serving(es_client, alias)
@@ -123,6 +145,7 @@ def test_ctrl_c_mid_scan_removes_the_half_built_index(table, es_client, tmp_path
 
 
 def test_a_replay_stopped_past_the_orphan_timeout_resumes_without_swapping(table, es_client, tmp_path,
+                                                                          start_held_replay,
                                                                           monkeypatch):
     """SIGSTOP on replay A mid-scan; replay B takes A's build for orphaned, deletes it and
     completes; SIGCONT and A's scan goes on: A must fail without touching B's index."""
