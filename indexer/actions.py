@@ -32,6 +32,8 @@ class Current:
     primary_term: int
     #: When the document's content was read from the table (ms), for a table state; else None.
     read: int | None = None
+    #: When the record behind the document was made (ms, ``ApproximateCreationDateTime``), if known.
+    at: int | None = None
 
 
 @dataclass(slots=True)
@@ -49,15 +51,15 @@ def current_of(doc: dict[str, Any]) -> Current | None:
         return None
     bookkeeping = (doc.get("_source") or {}).get(RESERVED_FIELD)
     sequence = UNKNOWN_SEQUENCE
-    read = None
+    read = at = None
     if isinstance(bookkeeping, dict):
         text = bookkeeping.get("seq")
         if isinstance(text, str) and text.isdigit():
             sequence = int(text)
-        read = bookkeeping.get("read")
-        if type(read) is not int:
-            read = None
-    return Current(sequence, int(doc["_seq_no"]), int(doc["_primary_term"]), read)
+        read, at = bookkeeping.get("read"), bookkeeping.get("at")
+        read = read if type(read) is int else None
+        at = at if type(at) is int else None
+    return Current(sequence, int(doc["_seq_no"]), int(doc["_primary_term"]), read, at)
 
 
 def is_stale(change: Change, current: Current | None) -> bool:
@@ -121,6 +123,33 @@ def needs_table_state(change: Change, current: Current | None, snapshot_started_
     state read later: every change after it reaches the index too, so a hot item's records
     do not read the table again and again after one read."""
     return in_snapshot_window(change, read_time(current, snapshot_started_ms), snapshot_started_ms)
+
+
+def known_as_of(current: Current) -> int | None:
+    """When a document's content was last known to be the item's (ms): the read of a table
+    state, else the time of the record behind it; None when neither is recorded."""
+    return current.read if current.read is not None else current.at
+
+
+def written_in_transition(current: Current | None, snapshot_started_ms: int | None) -> bool:
+    """True when a rebuilt index holds a document (a record's image or tombstone, or a table
+    state) known only as of before its scan start + the margin: until then not every live
+    writer wrote to the new index, so a later change of the item may have reached only the old
+    one. A rebuild's snapshot replaces such a document instead of losing to it (README,
+    "Snapshots and records"). Never a snapshot, nor a document whose time or sequence is unknown."""
+    if current is None or snapshot_started_ms is None:
+        return False
+    if current.sequence in (SNAPSHOT_SEQUENCE, UNKNOWN_SEQUENCE):
+        return False
+    known = known_as_of(current)
+    return known is not None and known < snapshot_started_ms + SNAPSHOT_MARGIN_MS
+
+
+def read_after(current: Current, read_ms: int) -> bool:
+    """True when a table read at ``read_ms`` was clearly after what ``current`` holds was known
+    (consistent reads): what the read returned is at least as new."""
+    known = known_as_of(current)
+    return known is not None and known < read_ms - SNAPSHOT_MARGIN_MS
 
 
 def action_line(write: Write) -> bytes:

@@ -230,7 +230,7 @@ class _Round:
                         # The entry stands in for a read of this document: whatever the guard
                         # reads of a document (is_stale, actions.current_of) must be in it.
                         self.written.wrote(write.index, write.change.doc_id, Current(
-                            write.change.sequence, result.seq_no, result.primary_term, write.change.read))
+                            write.change.sequence, result.seq_no, result.primary_term, write.change.read, write.change.at))
                 elif result.outcome is Outcome.CONFLICT:
                     self.metrics.version_conflicts += 1
                     if write.change.snapshot:

@@ -82,7 +82,7 @@ class SearchStore:
             return {}
         docs = [{"_index": index, "_id": doc_id} for index, doc_id in pairs]
         response = self._request("POST", "/_mget", "reading current documents", timeout,
-                                 params={"_source_includes": f"{RESERVED_FIELD}.seq,{RESERVED_FIELD}.read"}, body={"docs": docs})
+                                 params={"_source_includes": f"{RESERVED_FIELD}.seq,{RESERVED_FIELD}.read,{RESERVED_FIELD}.at"}, body={"docs": docs})
         found: dict[tuple[str, str], Current | None] = {}
         for pair, doc in zip(pairs, response["docs"]):
             error = doc.get("error")

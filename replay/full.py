@@ -44,6 +44,7 @@ from . import sources
 from . import table as tables
 from .buildsettings import building_body, restored
 from .progress import Progress
+from .transition import Replaced, Transition
 from .units import check_read
 from .wiring import Wiring, wire
 
@@ -99,6 +100,8 @@ class Counts:
     scanned: int = 0
     created: int = 0
     stale: int = 0
+    replaced: int = 0
+    read_again: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -240,12 +243,19 @@ class Rebuilt:
     #: The indices the alias served before the swap, and whether they were kept.
     previous: list[str]
     kept_previous: bool
+    #: Documents written while live writers switched to the new index, replaced by the item's
+    #: state (replay/transition.py), and how many of those items were read again for it.
+    replaced: int = 0
+    read_again: int = 0
 
     def lines(self) -> list[str]:
         rate = self.scanned / self.seconds if self.seconds > 0 else 0.0
         lines = [f"alias {self.alias!r} now serves {self.index}",
                  f"scanned {self.scanned} items in {self.seconds:.1f}s ({rate:.0f} items/s): {self.created} written, "
                  f"{self.stale} already newer from live writes, {len(self.failed)} not indexable"]
+        if self.replaced:
+            lines.append(f"replaced {self.replaced} transition documents (written while live writers switched "
+                         f"to the new index; {self.read_again} read again from the table)")
         if self.previous:
             lines.append(f"previous index {', '.join(self.previous)} {'kept' if self.kept_previous else 'deleted'}")
         lines += [f"  not indexed: {key}: {reason[:300]}" for key, reason in self.failed[:10]]
@@ -323,6 +333,10 @@ class Written:
     stale: int
     #: (document id, reason) of items the cluster refused (e.g. a mapping conflict).
     refused: list[tuple[str, str]]
+    #: Documents written while live writers switched to the index, replaced (replay/transition.py).
+    replaced: int = 0
+    #: Of those, the ones whose item was read from the table again.
+    read_again: int = 0
 
 
 def snapshot_changes(alias: str, table: tables.TableInfo,
@@ -343,15 +357,23 @@ def snapshot_changes(alias: str, table: tables.TableInfo,
 
 
 def write_snapshots(store: Store, index: str, changes: list[Change], policy: RetryPolicy,
-                    max_bytes: int = BULK_MAX_BYTES, sleep: Callable[[float], None] = time.sleep) -> Written:
+                    max_bytes: int = BULK_MAX_BYTES, sleep: Callable[[float], None] = time.sleep,
+                    transition: Transition | None = None) -> Written:
     """Write snapshots to the index being built, each only where nothing is there yet (the guard);
-    ReplayAborted when the cluster keeps failing, so the alias is never moved over a gap."""
+    ReplayAborted when the cluster keeps failing, so the alias is never moved over a gap.
+
+    With ``transition``, a snapshot that finds a document written while live writers were
+    switching to the index replaces it instead of losing to it (replay/transition.py)."""
     result = apply(changes, store, FixedTargets([index]), Deadline.after(600), policy, sleep=sleep,
                    max_bytes=max_bytes)
     if result.unresolved:
         raise ReplayAborted(f"{len(result.unresolved)} documents could not be written: {result.last_error}")
     refused = [(change.doc_id, f"{error.kind}: {error.message}") for change, error in result.dead]
-    return Written(len(result.applied), len(result.stale), refused)
+    replaced = Replaced()
+    if transition is not None and result.stale:
+        replaced = transition.replace(store, index, [change.doc_id for change in result.stale], policy, sleep)
+    return Written(len(result.applied), len(result.stale) - replaced.count, refused + replaced.refused,
+                   replaced.count, replaced.read_again)
 
 
 def building_meta(w: Wiring, ttl: float, **owner: Any) -> dict[str, Any]:
@@ -554,6 +576,7 @@ class Rebuild:
         done = run_local(units, target, self.env, workers, self.policy, progress, inline, self.stop)
         c = self.counts
         c.scanned, c.created, c.stale = done.read, done.created, done.stale
+        c.replaced, c.read_again = done.replaced, done.read_again
         for key, reason in done.refused:
             self._failed(key, reason)
         check_read(expected, done.read)
@@ -578,9 +601,10 @@ class Rebuild:
         c = self.counts
         rate = c.scanned / seconds if seconds > 0 else 0.0
         log.info("replay_done", alias=self.w.alias, index=self.index, scanned=c.scanned, created=c.created,
-                 stale=c.stale, failed=len(c.failed), seconds=round(seconds, 2), items_per_second=round(rate, 1))
+                 stale=c.stale, replaced=c.replaced, read_again=c.read_again, failed=len(c.failed), seconds=round(seconds, 2), items_per_second=round(rate, 1))
         return Rebuilt(alias=self.w.alias, index=self.index, scanned=c.scanned, created=c.created, stale=c.stale,
-                       failed=list(c.failed), seconds=seconds, previous=old, kept_previous=self.options.keep_old)
+                       failed=list(c.failed), seconds=seconds, previous=old, kept_previous=self.options.keep_old,
+                       replaced=c.replaced, read_again=c.read_again)
 
 
 def _uuid(body: Mapping[str, Any]) -> str:

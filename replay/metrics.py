@@ -22,6 +22,7 @@ FULL_UNITS = {
     "ItemsScanned": "Count",
     "DocumentsWritten": "Count",
     "DocumentsStale": "Count",
+    "DocumentsReplaced": "Count",
     "ItemsFailed": "Count",
     "Duration": "Seconds",
 }
@@ -55,7 +56,7 @@ REDRIVE_UNITS = {name: "Count" for name in _REDRIVE_NAMES.values()}
 
 def full_figures(rebuilt: Rebuilt) -> dict[str, metrics.Value]:
     return {"ItemsScanned": rebuilt.scanned, "DocumentsWritten": rebuilt.created, "DocumentsStale": rebuilt.stale,
-            "ItemsFailed": len(rebuilt.failed), "Duration": round(rebuilt.seconds, 3)}
+            "DocumentsReplaced": rebuilt.replaced, "ItemsFailed": len(rebuilt.failed), "Duration": round(rebuilt.seconds, 3)}
 
 
 def verify_figures(verified: Verified) -> dict[str, metrics.Value]:

@@ -124,10 +124,12 @@ def loaded_totals(loaded: Sequence[Any], units: int, expected: int | None) -> Do
         raise ReplayAborted(f"{units - len(reported)} of {units} units did not finish; the alias was not moved")
     total = Done()
     for entry in reported:
-        counts = [entry.get(name, 0) for name in ("read", "created", "stale")]
+        names = ("read", "created", "stale", "replaced", "read_again")
+        counts = [entry.get(name, 0) for name in names]
         if not all(type(count) is int and count >= 0 for count in counts):
             raise ReplayAborted(f"a unit reported counts that are not whole numbers: {str(dict(entry))[:200]}")
-        total.add(Done(*counts))
+        read, created, stale, replaced, read_again = counts
+        total.add(Done(read, created, stale, replaced=replaced, read_again=read_again))
     check_read(expected, total.read)
     return total
 

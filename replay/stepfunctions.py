@@ -34,9 +34,13 @@ class Followed:
         if self.report is None:
             return [f"detached; the rebuild goes on in Step Functions: {self.execution}"]
         r = self.report
-        return [f"alias {r.get('alias')!r} now serves {r.get('index')}",
-                f"read {r.get('read')} items: {r.get('created')} written, "
-                f"{r.get('stale')} already newer from live writes"]
+        lines = [f"alias {r.get('alias')!r} now serves {r.get('index')}",
+                 f"read {r.get('read')} items: {r.get('created')} written, "
+                 f"{r.get('stale')} already newer from live writes"]
+        if r.get("replaced"):
+            lines.append(f"replaced {r.get('replaced')} transition documents (written while live writers switched "
+                         f"to the new index; {r.get('read_again')} read again from the table)")
+        return lines
 
 
 def request_of(options: Any) -> dict[str, Any]:

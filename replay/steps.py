@@ -144,7 +144,8 @@ def finish(build: Mapping[str, Any], planned: Mapping[str, Any], loaded: Any,
     # Live writers may still hold the old index in their target cache for a while.
     retire(w, old, float(build.get("wait_seconds", w.settings.targets_ttl + 1.0)))
     report = {"alias": w.alias, "index": build["index"], "previous": old, "read": totals.read,
-              "created": totals.created, "stale": totals.stale}
+              "created": totals.created, "stale": totals.stale, "replaced": totals.replaced,
+              "read_again": totals.read_again}
     log.info("replay_done", **report)
     return report
 

@@ -58,12 +58,18 @@ class Done:
     refused: list[tuple[str, str]] = field(default_factory=list)
     #: Where to resume, when the time budget ran out first; None when the unit is finished.
     continuation: Unit | None = None
+    #: Documents written while live writers switched to the index, replaced (replay/transition.py).
+    replaced: int = 0
+    #: Of those, the ones whose item was read from the table again.
+    read_again: int = 0
 
     def add(self, other: "Done") -> None:
         self.read += other.read
         self.created += other.created
         self.stale += other.stale
         self.refused += other.refused
+        self.replaced += other.replaced
+        self.read_again += other.read_again
 
 
 def unit_to_wire(unit: Unit) -> dict[str, Any]:
@@ -90,6 +96,7 @@ def unit_from_wire(data: Any) -> Unit:
 
 def done_to_wire(done: Done) -> dict[str, Any]:
     return {"read": done.read, "created": done.created, "stale": done.stale,
+            "replaced": done.replaced, "read_again": done.read_again,
             "refused": [list(pair) for pair in done.refused],
             "continuation": unit_to_wire(done.continuation) if done.continuation else None}
 
@@ -98,7 +105,8 @@ def done_from_wire(data: Mapping[str, Any]) -> Done:
     continuation = data.get("continuation")
     return Done(int(data["read"]), int(data["created"]), int(data["stale"]),
                 [(str(k), str(r)) for k, r in data.get("refused", [])],
-                unit_from_wire(continuation) if continuation else None)
+                unit_from_wire(continuation) if continuation else None,
+                int(data.get("replaced", 0)), int(data.get("read_again", 0)))
 
 
 def check_read(expected: int | None, read: int) -> None:

@@ -20,10 +20,12 @@ import structlog
 from indexer.apply import RetryPolicy
 from indexer.errors import ReplayAborted, SettingsError
 from indexer.search import Store
+from indexer.tablestate import TableReader
 
 from . import export as exports
 from . import table as tables
 from .full import scan_page_size, snapshot_changes, write_snapshots
+from .transition import Transition, scan_started
 from .units import Done, ExportUnit, ScanUnit, Unit, unit_from_wire, unit_to_wire
 
 log = structlog.get_logger("replay.worker")
@@ -84,6 +86,9 @@ class Worker:
         self.report = report or (lambda read, created, stale: None)
         self.clock = clock
         self.stop = threading.Event()
+        #: Consistent reads of items whose transition document the scan read too close to.
+        self.reader = TableReader(client_factory=lambda region: self.dynamodb)
+        self._started: int | None = None
 
     def run(self, unit: Unit, budget: float | None = None) -> Done:
         """Load ``unit`` until it is finished or ``budget`` seconds have passed (then ``continuation``
@@ -98,8 +103,8 @@ class Worker:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            for items, resume in batches:
-                self._load(items, done)
+            for items, resume, read_ms in batches:
+                self._load(items, done, read_ms)
                 if isinstance(unit, ScanUnit) and resume is not None:
                     self._hold_for_tests(done)
                 if resume is not None and out_of_time():
@@ -112,17 +117,30 @@ class Worker:
                  continued=done.continuation is not None)
         return done
 
-    def _load(self, items: list[dict[str, Any]], done: Done) -> None:
+    def _load(self, items: list[dict[str, Any]], done: Done, read_ms: int | None) -> None:
         t = self.target
         changes, refused = snapshot_changes(t.alias, t.table, items)
         self.backoff.wait()
         written = write_snapshots(self.store, t.index, changes, self.policy, t.bulk_bytes,
-                                  sleep=self.backoff.backoff)
+                                  sleep=self.backoff.backoff, transition=self._transition(items, read_ms))
         done.read += len(items)
         done.created += written.created
         done.stale += written.stale
+        done.replaced += written.replaced
+        done.read_again += written.read_again
         done.refused += refused + written.refused
         self.report(len(items), written.created, written.stale)
+
+    def _transition(self, items: list[dict[str, Any]], read_ms: int | None) -> Transition | None:
+        """What the bulk needs to replace documents written while live writers switched to the
+        index; ``read_ms``: when the items were read (None: an export, as of the scan start)."""
+        if self._started is None:
+            self._started = scan_started(self.store, self.target.index)
+        if self._started is None:
+            return None
+        t = self.target
+        return Transition(t.alias, t.table, items, self._started if read_ms is None else read_ms,
+                          self._started, self.reader)
 
     def _hold_for_tests(self, done: Done) -> None:
         """With REPLAY_HOLD_FILE set, a scan unit waits after each written bulk until that file
@@ -134,31 +152,40 @@ class Worker:
         while not os.path.exists(hold) and not self.stop.wait(0.05):
             pass
 
-    def _scan_batches(self, unit: ScanUnit) -> Iterator[tuple[list[dict[str, Any]], Unit | None]]:
-        """Bulks of scanned items, each with the unit resumed after it (None after the last)."""
+    def _scan_batches(self, unit: ScanUnit) -> Iterator[tuple[list[dict[str, Any]], Unit | None, int | None]]:
+        """Bulks of scanned items, each with the unit resumed after it (None after the last) and
+        when its first page was asked for (ms): every item of the bulk was read after that."""
         t = self.target
         limiter = tables.RateLimiter(t.rate)
         # One unit at a time per worker: a page is about one second of this worker's rate share.
         pages = tables.scan_pages(self.dynamodb, t.table.name, unit.segment, unit.segments,
                                   scan_page_size(t.bulk_size, t.rate, 1), limiter, self.stop, unit.start_key)
         pending: list[dict[str, Any]] = []
-        for items, last in pages:
+        asked: int | None = None
+        while True:
+            # Taken before the Scan request: what the page holds is at least this recent.
+            now = int(time.time() * 1000)
+            page = next(pages, None)
+            if page is None:
+                break
+            items, last = page
+            asked = now if asked is None else asked
             pending += items
             if last is None:
                 break
             if len(pending) >= t.bulk_size:
-                yield pending, unit.resumed(last)
-                pending = []
+                yield pending, unit.resumed(last), asked
+                pending, asked = [], None
         if self.stop.is_set():
             raise KeyboardInterrupt
-        yield pending, None
+        yield pending, None, asked
 
-    def _export_batches(self, unit: ExportUnit) -> Iterator[tuple[list[dict[str, Any]], Unit | None]]:
+    def _export_batches(self, unit: ExportUnit) -> Iterator[tuple[list[dict[str, Any]], Unit | None, int | None]]:
         body = exports.get(self.s3, unit.bucket, unit.key)
         position = unit.skip
         for batch in _batched(_skip(exports.items_of(body, unit), unit.skip), self.target.bulk_size):
             position += len(batch)
-            yield batch, (unit.resumed(position) if position < unit.item_count else None)
+            yield batch, (unit.resumed(position) if position < unit.item_count else None), None
 
 
 def _where(unit: Unit) -> str:
@@ -208,7 +235,7 @@ def iteration(event: Mapping[str, Any], done: Done) -> dict[str, Any]:
     build, and the unit's totals so far — the Map's output per unit when it ends."""
     totals = dict(event.get("totals") or {})
     for name, value in (("read", done.read), ("created", done.created), ("stale", done.stale),
-                        ("refused", len(done.refused))):
+                        ("refused", len(done.refused)), ("replaced", done.replaced), ("read_again", done.read_again)):
         totals[name] = int(totals.get(name, 0)) + value
     return {"unit": unit_to_wire(done.continuation) if done.continuation else None,
             "build": event["build"], "totals": totals}
