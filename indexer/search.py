@@ -177,11 +177,12 @@ class SearchStore:
         return list(self._request("POST", f"/{_names([index])}/_mget", f"reading from {index}", timeout,
                                   params=params, body={"ids": list(ids)})["docs"])
 
-    def scan(self, index: str, timeout: float) -> Iterator[dict[str, Any]]:
-        """Every hit the index (or alias, filter applied) shows, by scroll."""
+    def scan(self, index: str, timeout: float, query: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Every hit the index (or alias, filter applied) shows — those ``query`` matches, when
+        given — by scroll."""
         page = self._request("POST", f"/{_names([index])}/_search", f"scrolling {index}", timeout,
                              params={"scroll": "2m"},
-                             body={"size": 1000, "sort": ["_doc"], "query": {"match_all": {}}})
+                             body={"size": 1000, "sort": ["_doc"], "query": query or {"match_all": {}}})
         scroll_id = page.get("_scroll_id")
         try:
             while page["hits"]["hits"]:

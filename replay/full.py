@@ -44,7 +44,7 @@ from . import sources
 from . import table as tables
 from .buildsettings import building_body, restored
 from .progress import Progress
-from .transition import Replaced, Transition
+from .transition import Replaced, Transition, sweep
 from .units import check_read
 from .wiring import Wiring, wire
 
@@ -527,6 +527,7 @@ class Rebuild:
                     self._load(units, expected, progress)
                 finally:
                     progress.close()
+                self._sweep()
                 heartbeat.stopped.set()
                 old = self._swap()
             except BaseException:
@@ -580,6 +581,14 @@ class Rebuild:
         for key, reason in done.refused:
             self._failed(key, reason)
         check_read(expected, done.read)
+
+    def _sweep(self) -> None:
+        """The transition documents no snapshot met, replaced (replay/transition.py)."""
+        swept = sweep(self.w, self.index, self.policy)
+        c = self.counts
+        c.replaced, c.read_again = c.replaced + swept.count, c.read_again + swept.read_again
+        for key, reason in swept.refused:
+            self._failed(key, reason)
 
     def _failed(self, key: str, reason: str) -> None:
         with self.counts.lock:

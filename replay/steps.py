@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import orjson
 import structlog
 
+from indexer.apply import RetryPolicy
 from indexer.errors import ClusterError, ExportError, RetryableError, SettingsError
 
 from . import export as exports
@@ -30,6 +31,7 @@ from .full import (
 )
 from .mapresults import RESULTS_PREFIX, unit_totals
 from .statemachine import loaded_totals
+from .transition import sweep
 from .units import scan_units, unit_to_wire
 from .wiring import Wiring, wire
 
@@ -135,6 +137,10 @@ def finish(build: Mapping[str, Any], planned: Mapping[str, Any], loaded: Any,
     results = unit_totals(sources.s3_client(), loaded, build["units_bucket"], RESULTS_PREFIX, units)
     totals = loaded_totals(results, units, planned.get("expected"))
     w = _wired(env)
+    swept = sweep(w, build["index"], RetryPolicy.of(w.settings))
+    totals.replaced, totals.read_again = totals.replaced + swept.count, totals.read_again + swept.read_again
+    for key, reason in swept.refused:
+        log.warning("item_not_indexed", key=key, reason=reason[:500])
     old = swap_alias(w, _building(build))
     # From here on the alias serves the new index: a failure below must not abandon it.
     try:

@@ -24,17 +24,20 @@ from typing import Any, Callable
 
 import structlog
 
-from indexer.actions import Current, Outcome, Write, bulk_body, item_results, read_after, written_in_transition
+from indexer.actions import (SNAPSHOT_MARGIN_MS, Current, Outcome, Write, bulk_body, item_results, read_after,
+                             written_in_transition)
 from indexer.apply import CONFLICT_ROUNDS, Deadline, RetryPolicy
 from indexer.errors import ClusterError, ReadbackFailed, RecordError, ReplayAborted, RetryableError
 from indexer.ids import document_id
 from indexer.lambdashape import json_safe
 from indexer.layout import snapshot_times
-from indexer.records import Change, tombstone, upsert
+from indexer.records import RESERVED_FIELD, SNAPSHOT_SEQUENCE, Change, padded_sequence, tombstone, upsert
 from indexer.search import Store
-from indexer.tablestate import TableReader
+from indexer.tablestate import MAX_KEYS, TableReader
 
 from . import table as tables
+from .verify import own_keys
+from .wiring import Wiring
 
 log = structlog.get_logger("replay.transition")
 
@@ -60,7 +63,8 @@ class Transition:
     #: The items as the source read them.
     source: list[dict[str, Any]]
     #: When the source read those items (ms): taken before the Scan request; an export's time.
-    read_ms: int
+    #: None: the items are only keys (the sweep), every state is read from the table.
+    read_ms: int | None
     #: The index's scan start, S (ms).
     started_ms: int
     reader: TableReader
@@ -138,9 +142,10 @@ class Transition:
         was read again for it, and (id, reason) of states that cannot be indexed."""
         writes: list[Write] = []
         refused: list[tuple[str, str]] = []
-        again = [doc_id for doc_id, found in chosen.items() if not read_after(found, self.read_ms)]
+        scanned = self.read_ms
+        again = [doc_id for doc_id, found in chosen.items() if scanned is None or not read_after(found, scanned)]
         present: dict[str, dict[str, Any] | None] = {}
-        read = self.read_ms
+        read = 0
         if again:
             # Taken before the read is sent: what it returns is at least this recent.
             read = int(self.clock() * 1000)
@@ -151,7 +156,7 @@ class Transition:
             if doc_id in present:
                 change = self._state(doc_id, present[doc_id], current.sequence, read)
             else:
-                change = self._state(doc_id, self.items[doc_id], current.sequence, self.read_ms)
+                change = self._state(doc_id, self.items[doc_id], current.sequence, scanned or 0)
             if isinstance(change, RecordError):
                 refused.append((doc_id, f"{change.kind}: {change.message}"))
             else:
@@ -171,3 +176,51 @@ class Transition:
 def scan_started(store: Store, index: str, timeout: float = 30) -> int | None:
     """The scan start S (ms) the index being built records, None when it records none."""
     return snapshot_times(store.definitions([index], timeout)).get(index)
+
+
+def transition_query(started_ms: int) -> dict[str, Any]:
+    """The documents of a rebuilt index still known only as of its transition once the scan is
+    done: a record's image made before S + the margin, or a table state read before S — never a
+    snapshot, nor a tombstone (the item is gone, and its absence is what the alias shows)."""
+    return {"bool": {
+        "should": [
+            {"bool": {"filter": [{"range": {f"{RESERVED_FIELD}.at": {"lt": started_ms + SNAPSHOT_MARGIN_MS}}}],
+                      "must_not": [{"exists": {"field": f"{RESERVED_FIELD}.read"}}]}},
+            {"range": {f"{RESERVED_FIELD}.read": {"lt": started_ms}}},
+        ],
+        "minimum_should_match": 1,
+        "must_not": [{"term": {f"{RESERVED_FIELD}.seq": padded_sequence(SNAPSHOT_SEQUENCE)}},
+                     {"term": {f"{RESERVED_FIELD}.deleted": True}}],
+    }}
+
+
+def sweep(w: Wiring, index: str, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep) -> Replaced:
+    """After the load, before the swap: the transition documents no snapshot met — their item
+    was deleted before the scan, by a change that reached only the old index — replaced by the
+    item's present state, read from the table (a tombstone, as it is gone). ReplayAborted when
+    any cannot be settled."""
+    started = scan_started(w.store, index)
+    if started is None:
+        return Replaced()
+    # The build refreshes only when asked (bulk-load settings): the search must see every write.
+    w.store.refresh(index, 300)
+    keys: list[dict[str, Any]] = []
+    unknown: list[tuple[str, str]] = []
+    for hit in w.store.scan(index, 60, query=transition_query(started)):
+        found = own_keys(w, hit["_id"], hit.get("_source") or {})
+        if found is None:
+            unknown.append((hit["_id"], "written while live writers switched, and its key cannot be read back "
+                                        "from the document to check it against the table"))
+        else:
+            keys.append(found)
+    reader = TableReader(client_factory=lambda region: w.dynamodb)
+    count = read_again = 0
+    refused = list(unknown)
+    for start in range(0, len(keys), MAX_KEYS):
+        chunk = keys[start:start + MAX_KEYS]
+        transition = Transition(w.alias, w.table, chunk, None, started, reader)
+        done = transition.replace(w.store, index, list(transition.items), policy, sleep)
+        count, read_again, refused = count + done.count, read_again + done.read_again, refused + done.refused
+    log.info("transition_swept", index=index, found=len(keys) + len(unknown), replaced=count,
+             unknown=len(unknown))
+    return Replaced(count, read_again, refused)

@@ -97,7 +97,7 @@ def _keys_from_document(w: Wiring, source: Mapping[str, Any]) -> dict[str, Any] 
     return keys
 
 
-def _own_keys(w: Wiring, doc_id: str, source: Mapping[str, Any]) -> dict[str, Any] | None:
+def own_keys(w: Wiring, doc_id: str, source: Mapping[str, Any]) -> dict[str, Any] | None:
     """The item key a document claims, only when the document sits under that key's id: a
     document under any other id is extra whatever its content says, and its claimed item must
     be neither compared with it nor written into it."""
@@ -152,7 +152,7 @@ def find_drift(w: Wiring, segments: int, progress_enabled: bool) -> Drift:
         seen.add(doc_id)
         entry = expected.get(doc_id)
         if entry is None:
-            drift.extra[doc_id] = _own_keys(w, doc_id, hit["_source"])
+            drift.extra[doc_id] = own_keys(w, doc_id, hit["_source"])
         elif entry[0] != digest(hit["_source"]):
             drift.differing[doc_id] = entry[1]
     for doc_id, (_, keys) in expected.items():

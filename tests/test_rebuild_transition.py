@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any, Callable
 
+import boto3
 import pytest
 
 from indexer import handler as lambda_handler
@@ -132,4 +133,28 @@ def test_a_transition_record_the_scan_read_clearly_after_takes_the_scanned_item(
     assert rebuild.raw("k|0")["_ddb"]["seq"] == padded_sequence(SEQUENCE_BASE + 11)
     rebuild.configure()
     assert rebuild.deliver(change(rebuild, K, "r1", 11, time.time())) == {"batchItemFailures": []}
+    alias_equals_table(rebuild)
+
+
+def test_a_delete_only_the_old_index_got_during_the_switch_survives_the_swap(rebuild, monkeypatch):
+    put_items(rebuild.table, [item(K, "r0"), item(OTHER, "before the replay")])
+    stale_cache = old_view(rebuild)
+    first = change(rebuild, K, "r1", 11, 0)
+
+    def switching(meta: dict) -> None:
+        put_items(rebuild.table, [item(K, "r1")])
+        deliver(container(), _at(first, time.time()))
+        boto3.client("dynamodb").delete_item(TableName=rebuild.table, Key=K)
+        deliver(stale_cache, _at(_of(rebuild, record("REMOVE", K, None, 12)), time.time()))
+
+    at_scan_start(monkeypatch, switching, lambda meta: None)
+    rebuilt = replay()
+
+    # The scan never reads k: the sweep after the load finds r1's document and reads k again.
+    assert "k|0" not in rebuild.docs()
+    alias_equals_table(rebuild)
+    assert (rebuilt.replaced, rebuilt.read_again) == (1, 1)
+    assert rebuild.raw("k|0")["_ddb"]["deleted"] is True
+    rebuild.configure()
+    assert rebuild.deliver(_at(first, time.time())) == {"batchItemFailures": []}
     alias_equals_table(rebuild)
