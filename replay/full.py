@@ -8,7 +8,9 @@ The protocol (README, "Replay while live"):
    tombstones.
 2. Scan the table (parallel segments, consistent reads) and write each item to the new index
    only where nothing exists yet (``create``), as a snapshot older than any stream record:
-   whatever is there came from the live path, which also delivers every later change in order.
+   whatever is there came from the live path, which also delivers every later change in order —
+   except what was written while live writers switched, before every one wrote to both: that
+   is replaced by the item's state, and swept once the scan is done (replay/transition.py).
 3. When the scan is done, move the alias in one ``_aliases`` call, drop the rebuild alias and,
    after the live path's cache has expired, the old index (unless ``--keep-old``).
 

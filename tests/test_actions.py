@@ -6,6 +6,7 @@ import json
 
 from stream_events import SEQUENCE_BASE, put, remove
 from indexer.actions import (
+    SNAPSHOT_MARGIN_MS,
     UNKNOWN_SEQUENCE,
     Current,
     Outcome,
@@ -15,6 +16,8 @@ from indexer.actions import (
     is_stale,
     item_result,
     item_results,
+    read_after,
+    written_in_transition,
 )
 from indexer.records import change_of, padded_sequence
 
@@ -80,3 +83,19 @@ def test_bulk_items_are_sorted_into_what_to_do_next():
 def test_a_response_that_lost_items_is_retried_rather_than_trusted():
     results = item_results({"items": [CREATED]}, 2)
     assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.RETRY]
+
+
+def test_a_rebuilt_index_document_known_only_before_its_scan_start_plus_margin_is_a_transition_document():
+    started = 10_000_000
+    image = Current(SEQUENCE_BASE + 1, 3, 1, read=None, at=started + SNAPSHOT_MARGIN_MS - 1)
+    assert written_in_transition(image, started)
+    assert not written_in_transition(Current(SEQUENCE_BASE + 1, 3, 1, at=started + SNAPSHOT_MARGIN_MS), started)
+    # A table state is judged by its read, whatever its record's time.
+    assert written_in_transition(Current(SEQUENCE_BASE + 1, 3, 1, read=started, at=started + 10**9), started)
+    assert not written_in_transition(Current(0, 3, 1, at=started), started)  # a snapshot
+    assert not written_in_transition(Current(UNKNOWN_SEQUENCE, 3, 1, at=started), started)  # no bookkeeping
+    assert not written_in_transition(Current(SEQUENCE_BASE + 1, 3, 1), started)  # time unknown
+    assert not written_in_transition(image, None) and not written_in_transition(None, started)
+    # The scan's page stands in for the item only when read clearly after the document was known.
+    assert read_after(image, image.at + SNAPSHOT_MARGIN_MS + 1)
+    assert not read_after(image, image.at + SNAPSHOT_MARGIN_MS)
