@@ -71,20 +71,31 @@ def at_scan_start(monkeypatch, before: Callable[[dict], None], after: Callable[[
     monkeypatch.setattr(replay_full._Heartbeat, "beat", hooked)
 
 
+def before_the_replay(sync) -> Pipeline:
+    """The table with k and another item; a container whose cache predates the rebuild."""
+    put_items(sync.table, [item(K, "r0"), item(OTHER, "before the replay")])
+    return old_view(sync)
+
+
+def r1_to_both(sync) -> dict:
+    """Container A looked up the targets after the rebuild target was named: it writes r1 to
+    both indices (reading the table, as r1 is near the new index's start). The record."""
+    put_items(sync.table, [item(K, "r1")])
+    first = change(sync, K, "r1", 11, time.time())
+    deliver(container(), first)
+    return first
+
+
 def replay() -> replay_full.Rebuilt:
     return replay_full.run(replay_full.FullOptions(progress=False, workers=1), os.environ)
 
 
 def test_a_change_only_the_old_index_got_during_the_switch_survives_the_swap(rebuild, monkeypatch):
-    put_items(rebuild.table, [item(K, "r0"), item(OTHER, "before the replay")])
-    stale_cache = old_view(rebuild)
-    first = change(rebuild, K, "r1", 11, 0)
+    stale_cache = before_the_replay(rebuild)
+    made: dict[str, dict] = {}
 
     def switching(meta: dict) -> None:
-        # Container A looked up the targets after the rebuild target was named: it writes r1 to
-        # both indices (reading the table, as r1 is near the new index's start).
-        put_items(rebuild.table, [item(K, "r1")])
-        deliver(container(), _at(first, time.time()))
+        made["r1"] = r1_to_both(rebuild)
         # The shard's next batch lands in container B, whose cache predates the target.
         put_items(rebuild.table, [item(K, "r2")])
         deliver(stale_cache, change(rebuild, K, "r2", 12, time.time()))
@@ -107,13 +118,12 @@ def test_a_change_only_the_old_index_got_during_the_switch_survives_the_swap(reb
     assert late["seq"] == padded_sequence(SEQUENCE_BASE + 13) and "read" not in late
     # A duplicate of r1 delivered after the rebuild is stale: it holds r1's sequence.
     rebuild.configure()
-    assert rebuild.deliver(first) == {"batchItemFailures": []}
+    assert rebuild.deliver(made["r1"]) == {"batchItemFailures": []}
     alias_equals_table(rebuild)
 
 
 def test_a_transition_record_the_scan_read_clearly_after_takes_the_scanned_item(rebuild, monkeypatch):
-    put_items(rebuild.table, [item(K, "r0"), item(OTHER, "before the replay")])
-    stale_cache = old_view(rebuild)
+    stale_cache = before_the_replay(rebuild)
 
     def switching(meta: dict) -> None:
         # A container without a table reader applies r1 as it is: made 59 s before the new index
@@ -137,13 +147,11 @@ def test_a_transition_record_the_scan_read_clearly_after_takes_the_scanned_item(
 
 
 def test_a_delete_only_the_old_index_got_during_the_switch_survives_the_swap(rebuild, monkeypatch):
-    put_items(rebuild.table, [item(K, "r0"), item(OTHER, "before the replay")])
-    stale_cache = old_view(rebuild)
-    first = change(rebuild, K, "r1", 11, 0)
+    stale_cache = before_the_replay(rebuild)
+    made: dict[str, dict] = {}
 
     def switching(meta: dict) -> None:
-        put_items(rebuild.table, [item(K, "r1")])
-        deliver(container(), _at(first, time.time()))
+        made["r1"] = r1_to_both(rebuild)
         boto3.client("dynamodb").delete_item(TableName=rebuild.table, Key=K)
         deliver(stale_cache, _at(_of(rebuild, record("REMOVE", K, None, 12)), time.time()))
 
@@ -156,5 +164,5 @@ def test_a_delete_only_the_old_index_got_during_the_switch_survives_the_swap(reb
     assert (rebuilt.replaced, rebuilt.read_again) == (1, 1)
     assert rebuild.raw("k|0")["_ddb"]["deleted"] is True
     rebuild.configure()
-    assert rebuild.deliver(_at(first, time.time())) == {"batchItemFailures": []}
+    assert rebuild.deliver(made["r1"]) == {"batchItemFailures": []}
     alias_equals_table(rebuild)

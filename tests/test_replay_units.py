@@ -150,5 +150,5 @@ def test_a_rate_limited_scan_unit_reads_pages_of_about_one_second():
 
     info = tables.TableInfo("t", ("pk",), {"pk": "S"}, None, None, 0)
     worker = Worker(Target("i", "a", info, bulk_size=1000, rate=10), None, Table(), None, None)
-    assert [len(items) for items, _ in worker._scan_batches(ScanUnit(0, 1))] == [10]
+    assert [len(items) for items, _, _ in worker._scan_batches(ScanUnit(0, 1))] == [10]
     assert limits == [10]  # not a page of 1000 read at once, then a 100 s wait

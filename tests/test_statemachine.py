@@ -50,7 +50,8 @@ def test_an_iteration_carries_the_continuation_the_build_and_running_totals():
     event = {"unit": {}, "build": {"index": "i"}, "totals": {"read": 5, "created": 4, "stale": 1, "refused": 0}}
     more = iteration(event, Done(3, 2, 0, [("k", "bad")], ScanUnit(0, 2, {"pk": {"S": "x"}})))
     assert more == {"unit": {"segment": 0, "segments": 2, "start_key": {"pk": {"S": "x"}}, "kind": "scan"},
-                    "build": {"index": "i"}, "totals": {"read": 8, "created": 6, "stale": 1, "refused": 1}}
+                    "build": {"index": "i"}, "totals": {"read": 8, "created": 6, "stale": 1, "refused": 1,
+                                                           "replaced": 0, "read_again": 0}}
     assert iteration(more, Done(1, 1))["unit"] is None
 
 
