@@ -877,7 +877,8 @@ EXPECTED_GRANTS = {
         ("sqs:SendMessage", _arn({"Fn::GetAtt": ["S3EventFailuresQueue", "Arn"]})),
     },
     "ReplayOperatorPolicy": {
-        *{(a, _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]})) for a in ("dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:GetItem")},
+        *{(a, _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]}))
+          for a in ("dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:BatchGetItem")},
         *{(a, _arn({"Fn::GetAtt": ["AssetsTable", "StreamArn"]}))
           for a in ("dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords")},
         *{(a, _arn({"Fn::GetAtt": [queue, "Arn"]})) for queue in ("DeadLetterQueue", "ParkingQueue")
