@@ -6,16 +6,18 @@ happened before it read the page, and verify must not report drift that a replic
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import structlog
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from indexer import aws
-from indexer.errors import SettingsError, TableNotFound
+from indexer.errors import RecordError, SettingsError, TableNotFound
+from indexer.ids import document_id
 
 log = structlog.get_logger("replay.table")
 
@@ -145,3 +147,30 @@ def scan_pages(
 def get_item(dynamodb: Any, table: str, keys: dict[str, Any]) -> dict[str, Any] | None:
     """The item's current image (consistent read), or None when it does not exist."""
     return dynamodb.get_item(TableName=table, Key=keys, ConsistentRead=True).get("Item")
+
+
+def _keys_from_document(table: TableInfo, source: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The item key a document claims, in DynamoDB JSON (to read the item back)."""
+    keys: dict[str, Any] = {}
+    for name in table.key_names:
+        if name not in source:
+            return None
+        value, kind = source[name], table.key_types[name]
+        if kind == "N":
+            keys[name] = {"N": str(value)}
+        elif kind == "B":
+            keys[name] = {"B": base64.b64decode(value)}
+        else:
+            keys[name] = {"S": value}
+    return keys
+
+
+def keys_claimed(table: TableInfo, doc_id: str, source: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The item key a document claims, only when the document sits under that key's id: a
+    document under any other id is extra whatever its content says, and its claimed item must
+    be neither compared with it nor written into it."""
+    try:
+        keys = _keys_from_document(table, source)
+        return keys if keys is not None and document_id(keys) == doc_id else None
+    except (RecordError, ValueError, TypeError):
+        return None

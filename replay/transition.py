@@ -36,7 +36,6 @@ from indexer.search import Store
 from indexer.tablestate import MAX_KEYS, TableReader
 
 from . import table as tables
-from .verify import own_keys
 from .wiring import Wiring
 
 log = structlog.get_logger("replay.transition")
@@ -207,7 +206,7 @@ def sweep(w: Wiring, index: str, policy: RetryPolicy, sleep: Callable[[float], N
     keys: list[dict[str, Any]] = []
     unknown: list[tuple[str, str]] = []
     for hit in w.store.scan(index, 60, query=transition_query(started)):
-        found = own_keys(w, hit["_id"], hit.get("_source") or {})
+        found = tables.keys_claimed(w.table, hit["_id"], hit.get("_source") or {})
         if found is None:
             unknown.append((hit["_id"], "written while live writers switched, and its key cannot be read back "
                                         "from the document to check it against the table"))

@@ -9,7 +9,6 @@ holds: a late stale record still loses to it, any real newer change still wins o
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -81,33 +80,6 @@ class Drift:
         return len(self.missing) + len(self.differing) + len(self.extra)
 
 
-def _keys_from_document(w: Wiring, source: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The item key a document claims, in DynamoDB JSON (to read the item back)."""
-    keys: dict[str, Any] = {}
-    for name in w.table.key_names:
-        if name not in source:
-            return None
-        value, kind = source[name], w.table.key_types[name]
-        if kind == "N":
-            keys[name] = {"N": str(value)}
-        elif kind == "B":
-            keys[name] = {"B": base64.b64decode(value)}
-        else:
-            keys[name] = {"S": value}
-    return keys
-
-
-def own_keys(w: Wiring, doc_id: str, source: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The item key a document claims, only when the document sits under that key's id: a
-    document under any other id is extra whatever its content says, and its claimed item must
-    be neither compared with it nor written into it."""
-    try:
-        keys = _keys_from_document(w, source)
-        return keys if keys is not None and document_id(keys) == doc_id else None
-    except (RecordError, ValueError, TypeError):
-        return None
-
-
 def table_digests(w: Wiring, segments: int, progress_enabled: bool) -> tuple[dict[str, tuple[str, dict]], list]:
     """doc_id -> (digest, Keys) for every item; plus items that cannot become documents."""
     import threading
@@ -152,7 +124,7 @@ def find_drift(w: Wiring, segments: int, progress_enabled: bool) -> Drift:
         seen.add(doc_id)
         entry = expected.get(doc_id)
         if entry is None:
-            drift.extra[doc_id] = own_keys(w, doc_id, hit["_source"])
+            drift.extra[doc_id] = tables.keys_claimed(w.table, doc_id, hit["_source"])
         elif entry[0] != digest(hit["_source"]):
             drift.differing[doc_id] = entry[1]
     for doc_id, (_, keys) in expected.items():

@@ -918,7 +918,8 @@ REBUILD_GRANTS = {
     "RebuildStepsRole": {
         *_logs("RebuildSteps"),
         *{(a, _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]}))
-          for a in ("dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups", "dynamodb:ExportTableToPointInTime")},
+          for a in ("dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups", "dynamodb:ExportTableToPointInTime",
+                    "dynamodb:BatchGetItem")},
         ("dynamodb:DescribeExport", _arn({"Fn::Sub": "${AssetsTable.Arn}/export/*"})),
         *{(a, _in_rebuild_bucket("rebuilds")) for a in ("s3:PutObject", "s3:GetObject")},
         *{(a, _in_rebuild_bucket("exports"))
@@ -927,7 +928,7 @@ REBUILD_GRANTS = {
     },
     "RebuildWorkerRole": {
         *_logs("RebuildWorker"),
-        ("dynamodb:Scan", _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]})),
+        *{(a, _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]})) for a in ("dynamodb:Scan", "dynamodb:BatchGetItem")},
         ("s3:GetObject", _in_rebuild_bucket("exports")),
     },
     "RebuildStateMachineRole": {
