@@ -511,6 +511,8 @@ class Rebuild:
         self.stop = threading.Event()
         self.policy = RetryPolicy.of(w.settings)
         self.wait = announce_wait(w, say)
+        #: When the source started reading (S, seconds), once the announce wait is over.
+        self.started: float | None = None
 
     def run(self) -> Rebuilt:
         previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
@@ -564,7 +566,8 @@ class Rebuild:
         self.say(f"waiting {wait:.0f}s for live writers to start writing to {self.index} too")
         if self.stop.wait(wait):
             raise KeyboardInterrupt
-        heartbeat.beat(snapshot_started=time.time())
+        self.started = time.time()
+        heartbeat.beat(snapshot_started=self.started)
 
     def _load(self, units: list[Unit], expected: int | None, progress: Progress) -> None:
         """Every unit through the local engine; for an export, the counts must add up."""
@@ -574,7 +577,8 @@ class Rebuild:
         w, options = self.w, self.options
         workers = options.workers or workers_from(self.env)
         target = Target(self.index, w.alias, w.table, options.bulk_size, options.bulk_bytes,
-                        options.rate / workers if options.rate else None)
+                        options.rate / workers if options.rate else None,
+                        None if self.started is None else int(self.started * 1000))
         inline = lambda: Worker(target, w.store, w.dynamodb, sources.s3_client(), self.policy)  # noqa: E731
         done = run_local(units, target, self.env, workers, self.policy, progress, inline, self.stop)
         c = self.counts

@@ -25,7 +25,7 @@ from indexer.tablestate import TableReader
 from . import export as exports
 from . import table as tables
 from .full import scan_page_size, snapshot_changes, write_snapshots
-from .transition import Transition, scan_started
+from .transition import Transition
 from .units import Done, ExportUnit, ScanUnit, Unit, unit_from_wire, unit_to_wire
 
 log = structlog.get_logger("replay.worker")
@@ -45,6 +45,10 @@ class Target:
     bulk_bytes: int = 5 * 1024 * 1024
     #: Items per second this worker may read from the table (a scan unit), None for no limit.
     rate: float | None = None
+    #: The index's scan start S (ms), when the engine knows it: snapshots then replace the
+    #: documents written while live writers switched (replay/transition.py). Without it (the
+    #: Step Functions worker, whose role may only POST) finish's sweep replaces them.
+    started_ms: int | None = None
 
 
 class SharedBackoff:
@@ -88,7 +92,6 @@ class Worker:
         self.stop = threading.Event()
         #: Consistent reads of items whose transition document the scan read too close to.
         self.reader = TableReader(client_factory=lambda region: self.dynamodb)
-        self._started: int | None = None
 
     def run(self, unit: Unit, budget: float | None = None) -> Done:
         """Load ``unit`` until it is finished or ``budget`` seconds have passed (then ``continuation``
@@ -134,13 +137,11 @@ class Worker:
     def _transition(self, items: list[dict[str, Any]], read_ms: int | None) -> Transition | None:
         """What the bulk needs to replace documents written while live writers switched to the
         index; ``read_ms``: when the items were read (None: an export, as of the scan start)."""
-        if self._started is None:
-            self._started = scan_started(self.store, self.target.index)
-        if self._started is None:
-            return None
         t = self.target
-        return Transition(t.alias, t.table, items, self._started if read_ms is None else read_ms,
-                          self._started, self.reader)
+        if t.started_ms is None:
+            return None
+        return Transition(t.alias, t.table, items, t.started_ms if read_ms is None else read_ms,
+                          t.started_ms, self.reader)
 
     def _hold_for_tests(self, done: Done) -> None:
         """With REPLAY_HOLD_FILE set, a scan unit waits after each written bulk until that file

@@ -928,7 +928,7 @@ REBUILD_GRANTS = {
     },
     "RebuildWorkerRole": {
         *_logs("RebuildWorker"),
-        *{(a, _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]})) for a in ("dynamodb:Scan", "dynamodb:BatchGetItem")},
+        ("dynamodb:Scan", _arn({"Fn::GetAtt": ["AssetsTable", "Arn"]})),
         ("s3:GetObject", _in_rebuild_bucket("exports")),
     },
     "RebuildStateMachineRole": {
@@ -1406,6 +1406,10 @@ from test_steps import deployed, load_all  # noqa: E402,F401
 #: What DynamoDB does with the steps role's permissions when it writes an export (AWS's export
 #: documentation): calls the code never makes itself.
 ON_BEHALF = {"RebuildStepsRole": {"s3:AbortMultipartUpload", "s3:PutObjectAcl"}}
+#: Calls a rebuild makes only when live writers wrote documents while switching to its index
+#: (replay/transition.py: finish's sweep reads those items again). The walk-through here meets
+#: none; tests/test_rebuild_transition.py runs that code against moto.
+ON_TRANSITION = {"RebuildStepsRole": {"dynamodb:BatchGetItem"}}
 
 
 def _aws_actions(grants: set[tuple[str, str]]) -> dict[str, set[str]]:
@@ -1486,7 +1490,8 @@ def test_rebuild_roles_grant_what_its_lambdas_call(deployed: Any, monkeypatch: p
 
     for role, recorded in calls.items():
         granted = _aws_actions({g for g in REBUILD_GRANTS[role] if not g[0].startswith("logs:")})
-        assert set(granted) == {action for action, _ in recorded} | ON_BEHALF.get(role, set()), role
+        assert set(granted) == ({action for action, _ in recorded} | ON_BEHALF.get(role, set())
+                                | ON_TRANSITION.get(role, set())), role
         for action, key in recorded:
             assert key in granted[action], (role, action, key)
     assert methods["RebuildWorkerRole"] == WORKER_METHODS
