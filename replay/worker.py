@@ -8,10 +8,13 @@ run finds every document there and counts it as already newer.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -24,7 +27,7 @@ from indexer.tablestate import TableReader
 
 from . import export as exports
 from . import table as tables
-from .full import scan_page_size, snapshot_changes, write_snapshots
+from .full import Written, scan_page_size, snapshot_changes, write_snapshots
 from .transition import Transition
 from .units import Done, ExportUnit, ScanUnit, Unit, unit_from_wire, unit_to_wire
 
@@ -32,6 +35,25 @@ log = structlog.get_logger("replay.worker")
 
 #: Test hook: the path of a file a scan unit waits for after each written bulk, until it exists.
 HOLD_VARIABLE = "REPLAY_HOLD_FILE"
+#: Young collections while a unit loads: after this many more allocations than frees, not 700.
+YOUNG_COLLECTION_THRESHOLD = 50_000
+
+
+@contextmanager
+def collections_spaced(threshold: int = YOUNG_COLLECTION_THRESHOLD) -> Iterator[None]:
+    """The cyclic collector's young collections made rarer for the block, as they were after.
+
+    A bulk's items (about 60 containers each) live until it is written, so a young collection
+    every 700 allocations walks them again and again and frees nothing: a fifth of the worker's
+    CPU per item (bench/export_bench.py). Rarer, not off: each bulk request leaves a few
+    hundred objects in reference cycles, which a unit of millions of items must still free."""
+    before = gc.get_threshold()
+    if before[0]:  # 0: someone turned collections off; left so
+        gc.set_threshold(max(threshold, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 @dataclass(frozen=True)
@@ -105,34 +127,58 @@ class Worker:
         done = Done()
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            for items, resume, read_ms in batches:
-                self._load(items, done, read_ms)
-                if isinstance(unit, ScanUnit) and resume is not None:
-                    self._hold_for_tests(done)
-                if resume is not None and out_of_time():
-                    done.continuation = resume
-                    break
-        except (BotoCoreError, ClientError) as exc:
-            raise ReplayAborted(f"{unit.kind} unit {_where(unit)}: AWS failed: {exc}") from None
+        # One bulk in flight while the next batch is read and converted: the cluster indexes
+        # while this process parses, so neither waits for the other (bench/export_bench.py).
+        # Never more than one: the unit's continuation is the end of the last bulk written.
+        with collections_spaced(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="unit-write") as writer:
+            flight: _InFlight | None = None
+            try:
+                for items, resume, read_ms in batches:
+                    prepared = self._prepared(items, read_ms)
+                    if flight is not None:
+                        self._landed(flight, done, unit)
+                        if flight.resume is not None and out_of_time():
+                            done.continuation = flight.resume
+                            flight = None
+                            break
+                    flight = _InFlight(writer.submit(self._write, prepared), len(items), resume, prepared.refused)
+            except (BotoCoreError, ClientError) as exc:
+                # Leaving the pool waits for the write in flight; its outcome no longer matters:
+                # the unit, run again, changes nothing it wrote.
+                raise ReplayAborted(f"{unit.kind} unit {_where(unit)}: AWS failed: {exc}") from None
+            if flight is not None:
+                self._landed(flight, done, unit)
+                if flight.resume is not None and out_of_time():
+                    done.continuation = flight.resume
         log.info("unit_done", kind=unit.kind, read=done.read, created=done.created, stale=done.stale,
                  refused=len(done.refused), seconds=round(self.clock() - started, 2),
                  continued=done.continuation is not None)
         return done
 
-    def _load(self, items: list[dict[str, Any]], done: Done, read_ms: int | None) -> None:
+    def _prepared(self, items: list[dict[str, Any]], read_ms: int | None) -> "_Prepared":
+        """A batch converted, ready to write."""
         t = self.target
         changes, refused = snapshot_changes(t.alias, t.table, items)
+        return _Prepared(changes, refused, self._transition(items, read_ms))
+
+    def _write(self, prepared: "_Prepared") -> Written:
+        t = self.target
         self.backoff.wait()
-        written = write_snapshots(self.store, t.index, changes, self.policy, t.bulk_bytes,
-                                  sleep=self.backoff.backoff, transition=self._transition(items, read_ms))
-        done.read += len(items)
+        return write_snapshots(self.store, t.index, prepared.changes, self.policy, t.bulk_bytes,
+                               sleep=self.backoff.backoff, transition=prepared.transition)
+
+    def _landed(self, flight: "_InFlight", done: Done, unit: Unit) -> None:
+        """Count a bulk once it is written (raises what stopped it: ReplayAborted)."""
+        written = flight.future.result()
+        done.read += flight.items
         done.created += written.created
         done.stale += written.stale
         done.replaced += written.replaced
         done.read_again += written.read_again
-        done.refused += refused + written.refused
-        self.report(len(items), written.created, written.stale)
+        done.refused += flight.refused + written.refused
+        self.report(flight.items, written.created, written.stale)
+        if isinstance(unit, ScanUnit) and flight.resume is not None:
+            self._hold_for_tests(done)
 
     def _transition(self, items: list[dict[str, Any]], read_ms: int | None) -> Transition | None:
         """What the bulk needs to replace documents written while live writers switched to the
@@ -187,6 +233,25 @@ class Worker:
         for batch in _batched(_skip(exports.items_of(body, unit), unit.skip), self.target.bulk_size):
             position += len(batch)
             yield batch, (unit.resumed(position) if position < unit.item_count else None), None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One batch of items as snapshot writes, and what could not become one."""
+
+    changes: list
+    refused: list[tuple[str, str]]
+    transition: Transition | None
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """The bulk being written, and what to count and resume from once it is."""
+
+    future: "Future[Written]"
+    items: int
+    resume: Unit | None
+    refused: list[tuple[str, str]]
 
 
 def _where(unit: Unit) -> str:

@@ -7,6 +7,7 @@ product is tested against that layout only.
 from __future__ import annotations
 
 import base64
+import gc
 import gzip
 import hashlib
 import json
@@ -18,18 +19,21 @@ import pytest
 import export_layout
 from indexer.apply import RetryPolicy
 from indexer.backends import store_for
-from indexer.errors import ExportError, SettingsError
+from indexer.errors import ExportError, ReplayAborted, RetryableError, SettingsError
 from indexer.layout import META_KEY, index_body
 from indexer.settings import Settings
 from replay import cli
 from replay import export as exports
 from replay import table as tables
 from replay.units import ExportUnit, ScanUnit, done_from_wire, done_to_wire, unit_from_wire, unit_to_wire
-from replay.worker import SharedBackoff, Target, Worker
+from replay import worker as worker_module
+from replay.worker import YOUNG_COLLECTION_THRESHOLD, SharedBackoff, Target, Worker
 from tables import every_type_item, live_writes, put_items
 from test_replay import alias_equals_table, rebuild  # noqa: F401  (a fixture)
 
 BUCKET = "exports"
+#: How long a test waits for the condition it is about; reached in milliseconds when it holds.
+PATIENCE = 30.0
 
 
 # --- the layout, pure -------------------------------------------------------------------------
@@ -159,6 +163,71 @@ def test_the_worker_loads_an_export_file_resumes_from_its_continuation_and_is_id
     again = worker.run(units[0])
     assert (again.read, again.created, again.stale) == (50, 0, 50)  # a unit run twice changes nothing
     assert count(exported, f"{exported.alias}-w") == 70
+
+
+class HeldStore:
+    """The real store; each bulk first waits until ``released`` is set (or PATIENCE passes),
+    notes whether it was, and the collector's young threshold; ``fail`` makes bulks refused."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.released = threading.Event()
+        self.waited: list[bool] = []
+        self.thresholds: list[int] = []
+        self.fail = False
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def bulk(self, body, timeout):
+        self.waited.append(self.released.wait(PATIENCE))
+        self.thresholds.append(gc.get_threshold()[0])
+        if self.fail:
+            raise RetryableError("bulk write: the cluster answered 503")
+        return self._real.bulk(body, timeout)
+
+
+def test_the_worker_converts_the_next_bulk_while_the_last_is_written(exported, monkeypatch):
+    put_items(exported.table, [every_type_item(f"p{n}", n) for n in range(30)])
+    (unit,) = export_units(exported.table)
+    worker = worker_for(exported, f"{exported.alias}-p")
+    worker.store = held = HeldStore(worker.store)
+    convert = worker_module.snapshot_changes
+    conversions: list[int] = []
+
+    def snapshot_changes(alias, table, items):
+        conversions.append(len(items))
+        if len(conversions) == 2:  # the second bulk converting: the first is being written
+            held.released.set()
+        return convert(alias, table, items)
+
+    monkeypatch.setattr(worker_module, "snapshot_changes", snapshot_changes)
+    threshold = gc.get_threshold()
+    done = worker.run(unit)
+    assert held.waited == [True, True, True]  # the first write waited for the second conversion
+    assert conversions == [10, 10, 10]
+    assert (done.read, done.created, done.continuation) == (30, 30, None)
+    assert count(exported, f"{exported.alias}-p") == 30
+    # Young collections spaced out while the unit loaded, as they were after it.
+    assert set(held.thresholds) == {max(YOUNG_COLLECTION_THRESHOLD, threshold[0])}
+    assert gc.get_threshold() == threshold
+
+
+def test_a_bulk_that_fails_while_the_next_converts_stops_the_unit_and_a_rerun_converges(exported):
+    put_items(exported.table, [every_type_item(f"f{n}", n) for n in range(30)])
+    (unit,) = export_units(exported.table)
+    worker = worker_for(exported, f"{exported.alias}-f")
+    policy = RetryPolicy(max_attempts=2, initial_wait=0.0, jitter=0.0)
+    worker.policy = policy
+    worker.store = held = HeldStore(worker.store)
+    held.released.set()
+    held.fail = True
+    with pytest.raises(ReplayAborted):
+        worker.run(unit)
+    held.fail = False
+    done = worker.run(unit)
+    assert (done.read, done.created + done.stale, done.continuation) == (30, 30, None)
+    assert count(exported, f"{exported.alias}-f") == 30
 
 
 def test_the_worker_loads_a_scan_segment_slice_by_slice(exported):
