@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from .records import Change, table_of
+from .records import MAX_EPOCH_SECONDS, Change, table_of
 
 DEFAULT_NAMESPACE = "DynamoDBIndexer"
 #: EMF's limits: at most 100 values in one metric's array and 100 metrics in one directive.
@@ -143,7 +143,7 @@ def created_ms(record: Any) -> float | None:
     second high; moto and the Streams API give milliseconds."""
     stream = record.get("dynamodb") if isinstance(record, dict) else None
     seconds = stream.get("ApproximateCreationDateTime") if isinstance(stream, dict) else None
-    if type(seconds) in (int, float) and seconds > 0:
+    if type(seconds) in (int, float) and 0 < seconds < MAX_EPOCH_SECONDS:
         return float(seconds) * 1000
     return None
 

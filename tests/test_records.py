@@ -161,3 +161,71 @@ def test_a_sequence_number_of_other_scripts_digits_is_malformed():
     bad["dynamodb"]["SequenceNumber"] = "١٢٣"  # str.isdigit() alone accepts these
     with pytest.raises(RecordError, match="1 to 40 digits"):
         head_of(bad, 0)
+
+
+# --- the fast path of head_of agrees with the careful one ------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from indexer.records import careful_head_of  # noqa: E402
+
+_key_texts = st.one_of(st.text(max_size=8), st.sampled_from(["a|b", "a#", "a\\b", "é", "", "x" * 513, "x" * 512]))
+_keys = st.one_of(
+    st.builds(lambda text: {"pk": {"S": text}}, _key_texts),
+    st.builds(lambda text: {"pk": {"N": text}}, st.sampled_from(["1", "1.50", "x"])),
+    st.builds(lambda a, b: {"pk": {"S": a}, "sk": {"S": b}}, _key_texts, _key_texts),
+    st.sampled_from([{}, {"pk": "a"}, {"pk": {"S": "a", "N": "1"}}, None, ["a"]]),
+)
+_sequences = st.one_of(st.from_regex(r"[0-9]{1,41}", fullmatch=True),
+                       st.sampled_from(["", "12a", "١٢", "+1", None, 12, "0"]))
+_times = st.one_of(st.none(), st.integers(-10, 2**40), st.floats(allow_nan=True, allow_infinity=True),
+                   st.sampled_from(["1", True]))
+_images = st.one_of(st.none(), st.just({"pk": {"S": "a"}}), st.just("not an image"))
+
+
+def _mostly(draw, valid, invalid):
+    """A draw from ``valid`` four times in five, else from ``invalid``: most records are
+    well formed but for one part, so both paths are compared on many good records too."""
+    return draw(valid) if draw(st.integers(0, 4)) else draw(invalid)
+
+
+@st.composite
+def _records(draw):
+    stream = {"SequenceNumber": _mostly(draw, st.from_regex(r"[0-9]{1,40}", fullmatch=True), _sequences),
+              "Keys": _mostly(draw, st.builds(lambda text: {"pk": {"S": text}}, st.text(min_size=1, max_size=8)), _keys)}
+    if draw(st.integers(0, 4)):
+        stream["NewImage"] = _mostly(draw, st.just({"pk": {"S": "a"}}), _images)
+    if draw(st.booleans()):
+        stream["ApproximateCreationDateTime"] = draw(_times)
+    record = {"eventName": _mostly(draw, st.sampled_from(["INSERT", "MODIFY", "REMOVE"]),
+                                   st.sampled_from(["DELETE", None, ["INSERT"], 1])),
+              "dynamodb": _mostly(draw, st.just(stream), st.sampled_from([None, "x", []]))}
+    source = _mostly(draw, st.sampled_from([None, "aws:dynamodb"]), st.sampled_from(["aws:kinesis", ["aws:dynamodb"]]))
+    if source is not None:
+        record["eventSource"] = source
+    if draw(st.booleans()):
+        record["eventSourceARN"] = "arn:aws:dynamodb:us-east-1:1:table/Things/stream/x"
+    return _mostly(draw, st.just(record), st.sampled_from([None, [], "record"]))
+
+
+def _outcome(function, record, alias):
+    try:
+        return function(record, 7, alias)
+    except RecordError as error:
+        return ("error", error.kind, error.message)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(record=_records(), alias=st.sampled_from(["things", None]))
+def test_head_of_gives_what_the_careful_path_gives_for_any_record(record, alias):
+    assert _outcome(head_of, record, alias) == _outcome(careful_head_of, record, alias)
+
+
+def test_a_forged_creation_time_or_event_name_is_refused_or_ignored_not_a_crash():
+    forged = put("a", 5, v="x")
+    forged["dynamodb"]["ApproximateCreationDateTime"] = float("inf")  # what JSON's 1e999 parses to
+    assert head_of(forged, 0, "things").at is None and careful_head_of(forged, 0, "things").at is None
+    forged["eventName"] = ["INSERT"]
+    with pytest.raises(RecordError, match="eventName must be INSERT, MODIFY or REMOVE"):
+        head_of(forged, 0, "things")
