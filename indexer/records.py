@@ -15,7 +15,7 @@ import orjson
 from . import convert
 from .encode import dumps_to_keep
 from .errors import RecordError
-from .ids import MAX_ID_BYTES, document_id
+from .ids import document_id
 
 #: The one field of ``_source`` that holds bookkeeping; tombstones hold nothing else.
 RESERVED_FIELD = "_ddb"
@@ -148,45 +148,9 @@ class Head:
     fresh: bool
 
 
-#: Event name → whether the item is new (an INSERT), for the records that carry an image.
-_FRESH = {"INSERT": True, "MODIFY": False}
-
-
 def head_of(record: Any, position: int, default_alias: str | None = None) -> Head:
     """The record's document and sequence; raises :class:`RecordError` when its envelope is
-    unusable (anything but the content of its NewImage, which :func:`change_from` converts).
-
-    The fast path below takes the common record — one short string key with nothing to escape,
-    the alias configured — in one pass; any other record, and every malformed one, goes to
-    :func:`careful_head_of`, which gives the same head or the error naming what is wrong
-    (tests/test_records.py checks that they agree). Every record of a batch comes here, on hot
-    shards a thousand per batch for a hundred documents (bench/cpu_bench.py)."""
-    if type(record) is dict and default_alias:
-        stream = record.get("dynamodb")
-        if type(stream) is dict and record.get("eventSource", "aws:dynamodb") == "aws:dynamodb":
-            sequence = stream.get("SequenceNumber")
-            keys = stream.get("Keys")
-            if (type(sequence) is str and 0 < len(sequence) <= SEQUENCE_WIDTH and sequence.isdigit()
-                    and sequence.isascii() and type(keys) is dict and len(keys) == 1):
-                for key in keys.values():
-                    text = key.get("S") if type(key) is dict and len(key) == 1 else None
-                    if (type(text) is str and text and len(text) <= MAX_ID_BYTES and text.isascii()
-                            and "\\" not in text and "|" not in text and "#" not in text):
-                        seconds = stream.get("ApproximateCreationDateTime")
-                        at = (int(seconds * 1000) if type(seconds) in (int, float) and 0 <= seconds < MAX_EPOCH_SECONDS
-                              else None)
-                        event_name = record.get("eventName")
-                        if event_name == DELETE_EVENT:
-                            return Head(default_alias, text, int(sequence), position, True, None, at, False)
-                        image = stream.get("NewImage")
-                        if image is not None and type(event_name) is str and event_name in _FRESH:
-                            return Head(default_alias, text, int(sequence), position, False, image, at,
-                                        _FRESH[event_name])
-    return careful_head_of(record, position, default_alias)
-
-
-def careful_head_of(record: Any, position: int, default_alias: str | None = None) -> Head:
-    """:func:`head_of` for any record, checking each part in turn."""
+    unusable (anything but the content of its NewImage, which :func:`change_from` converts)."""
     if type(record) is not dict:
         raise malformed(f"a record must be an object, got {type(record).__name__}")
     source_name = record.get("eventSource", "aws:dynamodb")

@@ -163,12 +163,10 @@ def test_a_sequence_number_of_other_scripts_digits_is_malformed():
         head_of(bad, 0)
 
 
-# --- the fast path of head_of agrees with the careful one ------------------------------------
+# --- any record: a head or a RecordError, never a crash ---------------------------------------
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from indexer.records import careful_head_of  # noqa: E402
 
 _key_texts = st.one_of(st.text(max_size=8), st.sampled_from(["a|b", "a#", "a\\b", "é", "", "x" * 513, "x" * 512]))
 _keys = st.one_of(
@@ -186,7 +184,7 @@ _images = st.one_of(st.none(), st.just({"pk": {"S": "a"}}), st.just("not an imag
 
 def _mostly(draw, valid, invalid):
     """A draw from ``valid`` four times in five, else from ``invalid``: most records are
-    well formed but for one part, so both paths are compared on many good records too."""
+    well formed but for one part (about one in five is well formed in every part)."""
     return draw(valid) if draw(st.integers(0, 4)) else draw(invalid)
 
 
@@ -209,23 +207,25 @@ def _records(draw):
     return _mostly(draw, st.just(record), st.sampled_from([None, [], "record"]))
 
 
-def _outcome(function, record, alias):
-    try:
-        return function(record, 7, alias)
-    except RecordError as error:
-        return ("error", error.kind, error.message)
-
-
 @settings(max_examples=3000, deadline=None)
 @given(record=_records(), alias=st.sampled_from(["things", None]))
-def test_head_of_gives_what_the_careful_path_gives_for_any_record(record, alias):
-    assert _outcome(head_of, record, alias) == _outcome(careful_head_of, record, alias)
+def test_any_record_gives_a_head_or_a_record_error_never_another_exception(record, alias):
+    """Another exception would fail the whole batch (Lambda retries it until it expires)
+    instead of dead-lettering the one record: stream records are AWS's, but redrive messages
+    and local sync feed head_of too."""
+    try:
+        head = head_of(record, 7, alias)
+    except RecordError:
+        return
+    assert head.at is None or 0 <= head.at < 10**14
+    assert head.sequence >= 0 and head.doc_id
 
 
-def test_a_forged_creation_time_or_event_name_is_refused_or_ignored_not_a_crash():
+def test_a_forged_creation_time_or_event_name_is_ignored_or_refused_not_a_crash():
     forged = put("a", 5, v="x")
-    forged["dynamodb"]["ApproximateCreationDateTime"] = float("inf")  # what JSON's 1e999 parses to
-    assert head_of(forged, 0, "things").at is None and careful_head_of(forged, 0, "things").at is None
+    for seconds in (float("inf"), float("nan"), 1.8e305, -5, 10**30):  # JSON's 1e999 parses as infinity
+        forged["dynamodb"]["ApproximateCreationDateTime"] = seconds
+        assert head_of(forged, 0, "things").at is None
     forged["eventName"] = ["INSERT"]
     with pytest.raises(RecordError, match="eventName must be INSERT, MODIFY or REMOVE"):
         head_of(forged, 0, "things")
