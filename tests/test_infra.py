@@ -73,6 +73,8 @@ MOTO_SKIPS = {"AWS::CloudWatch::Alarm", "AWS::Lambda::EventInvokeConfig", "AWS::
 ALLOWED_LINT_WARNINGS = {"W3005"}
 DOMAIN_ARN = "arn:aws:es:us-east-1:123456789012:domain/assets"
 COLLECTION_ARN = "arn:aws:aoss:us-east-1:123456789012:collection/0a1b2c3d4e5f6g7h8i9j"
+#: A customer managed key for table exports (param rebuildExportKmsKeyArn).
+EXPORT_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 #: HTTP methods of the requests indexer.handler sends (test_handler_sends_only_these_methods).
 HANDLER_METHODS = {"GET", "POST", "PUT"}
 #: HTTP methods of every request the store can send: replay, verify and redrive use all of it
@@ -92,6 +94,8 @@ class Config:
     signed: str | None = None
     #: Credential variables the indexer gets: the secret's ARN, read at run time.
     credentials: frozenset[str] = frozenset()
+    #: The KMS key table exports are encrypted with (rebuildExportKmsKeyArn); None: SSE-S3.
+    export_key: str | None = None
 
     @property
     def env_auth(self) -> str:
@@ -112,6 +116,9 @@ CONFIGS = {
     "opensearch-basic": Config(
         {"searchBackend": "opensearch", "searchAuth": "basic"}, "opensearch", "basic",
         credentials=frozenset({"ELASTICSEARCH_SECRET_ARN"})),
+    "elasticsearch-api_key-export-kms": Config(
+        {"rebuildExportKmsKeyArn": EXPORT_KEY_ARN}, "elasticsearch", "api_key",
+        credentials=frozenset({"ELASTICSEARCH_SECRET_ARN"}), export_key=EXPORT_KEY_ARN),
 }
 CREDENTIAL_VARIABLES = {"ELASTICSEARCH_SECRET_ARN", "ELASTICSEARCH_API_KEY", "ELASTICSEARCH_USERNAME",
                         "ELASTICSEARCH_PASSWORD"}
@@ -981,7 +988,26 @@ def expected_grants(config: Config) -> dict[str, set[tuple[str, str]]]:
         # The collection's one IAM action; the data access policy on it says what it allows.
         for name in ("IndexerRole", "ReplayOperatorPolicy", "RebuildStepsRole", "RebuildWorkerRole"):
             grants[name].add(("aoss:APIAccessAll", _arn(COLLECTION_ARN)))
+    if config.export_key:
+        for name, actions in EXPORT_KEY_ACTIONS.items():
+            grants[name] |= {(action, _arn(config.export_key)) for action in actions}
     return grants
+
+
+#: Who may use the export key, for what, with rebuildExportKmsKeyArn set. Whoever starts an export
+#: has DynamoDB write it with their permissions: S3 asks KMS for a data key per object
+#: (kms:GenerateDataKey) and to complete a multipart upload (kms:Decrypt); whoever reads the
+#: export's files has S3 decrypt their data keys (kms:Decrypt). The local engine's operator does
+#: both; the steps start the export and read its manifests; the worker reads data files. The
+#: state machine (its units and results are SSE-S3) and RebuildOperatorPolicy (it starts an
+#: execution, not an export) get nothing.
+EXPORT_KEY_ACTIONS = {
+    "ReplayOperatorPolicy": {"kms:GenerateDataKey", "kms:Decrypt"},
+    "RebuildStepsRole": {"kms:GenerateDataKey", "kms:Decrypt"},
+    "RebuildWorkerRole": {"kms:Decrypt"},
+}
+#: ... and only through S3, in the stack's region (the key must be in the bucket's region).
+THROUGH_S3 = {"StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}}
 
 
 def _documents(resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1056,6 +1082,35 @@ def test_no_wildcards_except_where_aws_requires_them(config: tuple[Config, Packa
             text = re.sub(rf'^(\{{"Fn::Sub": "arn:\$\{{AWS::Partition\}}:states:\$\{{AWS::Region\}}:\$\{{AWS::AccountId\}}:'
                           rf'(execution|mapRun):{MACHINE})[:/]\*"\}}$', r"\1", text)
             assert "*" not in text, (name, text)
+
+
+def test_the_export_key_is_granted_only_when_set_only_through_s3_and_only_to_who_exports_or_reads(
+        config: tuple[Config, Packaged]) -> None:
+    """rebuildExportKmsKeyArn: empty, no statement names KMS at all; set, exactly the roles in
+    EXPORT_KEY_ACTIONS hold KMS actions, on that one key, through S3 only; and the steps Lambda
+    gets the key as the default for the exports it starts."""
+    expected, packaged = config
+    holders: dict[str, set[str]] = {}
+    for name, policy in _policies(packaged).items():
+        for document in _documents(policy):
+            for statement in document["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                kms = {action for action in actions if action.startswith("kms:")}
+                if not kms:
+                    continue
+                assert kms == set(actions), (name, actions)  # a statement of its own
+                assert statement["Resource"] == expected.export_key, name
+                assert statement["Condition"] == THROUGH_S3, name
+                holders.setdefault(name, set()).update(kms)
+    assert holders == (EXPORT_KEY_ACTIONS if expected.export_key else {})
+    for function in ("RebuildStepsLambdaFunction", "RebuildWorkerLambdaFunction"):
+        assert _concrete(packaged.env(function)["REBUILD_EXPORT_KMS_KEY"]) == (expected.export_key or "")
+    parameter = packaged.raw["Parameters"]["RebuildExportKmsKeyArn"]
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch(EXPORT_KEY_ARN) and pattern.fullmatch("")
+    for wrong in ("*", "arn:aws:kms:us-east-1:123456789012:key/*", "arn:aws:kms:us-east-1:123456789012:alias/exports",
+                  "arn:aws:kms:*:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"):
+        assert not pattern.fullmatch(wrong), wrong
 
 
 def test_functions_that_do_not_search_get_no_search_grants(config: tuple[Config, Packaged]) -> None:
@@ -1197,6 +1252,12 @@ def test_stack_deploys_into_moto_and_its_wiring_works(config: tuple[Config, Pack
             assert set(re.findall(r"es:ESHttp(\w+)", text)) == {m.capitalize() for m in methods}
         if expected.signed == "collection":
             assert f"'Action': 'aoss:APIAccessAll', 'Resource': '{COLLECTION_ARN}'" in text
+    # The export key as deployed, for the local engine's operator (moto answers the policy's text).
+    operator_text = str(operator_document["PolicyVersion"]["Document"])
+    assert ("kms:" in operator_text) == bool(expected.export_key)
+    if expected.export_key:
+        assert f"'Resource': '{expected.export_key}'" in operator_text
+        assert "'kms:ViaService': 's3.us-east-1.amazonaws.com'" in operator_text
 
     # The S3 handler with its deployed environment writes an item the deployed table accepts.
     created = awslambda.get_function_configuration(FunctionName=f"{stack}-assetCreated")
