@@ -73,6 +73,9 @@ def prepare(request: Mapping[str, Any], execution: str, env: Mapping[str, str]) 
     # (infra/serverless.yml grants exports/ in the rebuild bucket, nothing else).
     export_bucket = request.get("export_bucket") or units_bucket
     export_prefix = request.get("export_prefix") or (EXPORT_PREFIX if export_bucket == units_bucket else None)
+    # The deployment's key (param rebuildExportKmsKeyArn), the one its roles may encrypt and
+    # decrypt exports with, unless the request names another.
+    export_kms_key = request.get("export_kms_key") or env.get("REBUILD_EXPORT_KMS_KEY") or None
     if source == "export":
         exports.check_point_in_time(w.dynamodb, w.table.name)
     clear_the_way(w, bool(request.get("migrate")))
@@ -87,7 +90,7 @@ def prepare(request: Mapping[str, Any], execution: str, env: Mapping[str, str]) 
         "source": source, "segments": int(request.get("segments", 64)),
         "bulk_size": int(request.get("bulk_size", 1000)),
         "export_bucket": export_bucket, "export_prefix": export_prefix,
-        "export_kms_key": request.get("export_kms_key"), "units_bucket": units_bucket,
+        "export_kms_key": export_kms_key, "units_bucket": units_bucket,
     }
 
 

@@ -142,6 +142,48 @@ def test_an_export_without_a_bucket_goes_to_the_rebuild_bucket_where_the_roles_m
     assert (other["export_bucket"], other["export_prefix"]) == ("theirs", None)
 
 
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def _exports_requested(monkeypatch) -> list[dict]:
+    """The ExportTableToPointInTime requests the steps send, as botocore sends them."""
+    from botocore.client import BaseClient
+
+    requested: list[dict] = []
+    call = BaseClient._make_api_call
+
+    def recording(self, operation, params):
+        if operation == "ExportTableToPointInTime":
+            requested.append(dict(params))
+        return call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    return requested
+
+
+def test_exports_are_encrypted_with_the_deployed_key_unless_the_request_names_another(deployed, monkeypatch):
+    """REBUILD_EXPORT_KMS_KEY (param rebuildExportKmsKeyArn, the key the deployed roles may use)
+    reaches ExportTableToPointInTime as SSE-KMS when the CLI gave no --export-kms-key."""
+    boto3.client("dynamodb").update_continuous_backups(
+        TableName=deployed.table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+    requested = _exports_requested(monkeypatch)
+    monkeypatch.setenv("REBUILD_EXPORT_KMS_KEY", KEY)
+    other = KEY.replace("1234abcd", "5678efab")
+    for request, key in (({"source": "export"}, KEY), ({"source": "export", "export_kms_key": other}, other)):
+        build = steps.handler({"step": "prepare", "request": request, "execution": ""}, None)
+        assert build["export_kms_key"] == key
+        steps.handler({"step": "plan", "build": build, "plan": {}}, None)
+        assert (requested[-1]["S3SseAlgorithm"], requested[-1]["S3SseKmsKeyId"]) == ("KMS", key)
+        steps.handler({"step": "abandon", "build": build, "error": None}, None)
+    # Deployed without a key (the variable empty): SSE-S3, no key named.
+    monkeypatch.setenv("REBUILD_EXPORT_KMS_KEY", "")
+    build = steps.handler({"step": "prepare", "request": {"source": "export"}, "execution": ""}, None)
+    steps.handler({"step": "plan", "build": build, "plan": {}}, None)
+    assert build["export_kms_key"] is None
+    assert not {"S3SseAlgorithm", "S3SseKmsKeyId"} & set(requested[-1])
+    assert len(requested) == 3
+
+
 def test_finish_refuses_a_map_run_with_a_failed_unit_and_leaves_the_alias(deployed):
     put_items(deployed.table, [{"pk": {"S": "a"}, "sk": {"N": "1"}}])
     build = steps.handler({"step": "prepare", "request": {"segments": 2}, "execution": ""}, None)
