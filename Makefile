@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The install builds the C walk (setup.py, indexer/_walk.c): a change to either installs again.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py indexer/_walk.c | cksum | cut -d' ' -f1)
 
 # The integration suites that reach the cluster only through the product's store: they run
 # a second time against OpenSearch.
@@ -12,7 +13,7 @@ BACKEND_SUITES := tests/test_handler.py tests/test_handler_metrics.py tests/test
 
 .PHONY: install test test-opensearch test-fast demo bench es-start es-stop es-fetch clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py indexer/_walk.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -25,6 +25,12 @@ from typing import Any, Callable
 
 from .errors import ConversionError
 
+try:
+    # The same walk in C for its common values (indexer/_walk.c); absent when not built.
+    from . import _walk as _native
+except ImportError:  # pragma: no cover - the suite runs with it built (tests/test_convert_native.py)
+    _native = None
+
 LONG_MIN = -(2**63)
 LONG_MAX = 2**63 - 1
 
@@ -194,6 +200,8 @@ def item(image: Any, what: str = "NewImage") -> dict[str, JsonValue]:
         raise ConversionError(what, f"must be an object, got {type(image).__name__}")
     try:
         try:
+            if _native is not None:
+                return _native.item(image, _fast)
             return {name: _fast(value) for name, value in image.items()}
         except (_Unusual, ConversionError, ValueError, TypeError):
             return {name: attribute(value, name) for name, value in image.items()}

@@ -75,6 +75,16 @@ if [[ ! -d "$infra/layer/python" || "$(cat "$infra/layer/.stamp" 2>/dev/null)" !
 fi
 ((deps_only)) && exit 0
 
+# 2b. The conversion walk's common cases in C (indexer/_walk.c), built for the stable ABI, so
+# the one built here loads in the python3.12 runtime; it needs only glibc 2.2.5 symbols
+# (tests/test_infra.py checks against manylinux2014's 2.17). Without a C compiler the package
+# ships without it and the functions run the same walk in Python.
+if [[ ! -f "$root/indexer/_walk.abi3.so" || "$root/indexer/_walk.c" -nt "$root/indexer/_walk.abi3.so" ]]; then
+  echo "== build the C walk (indexer/_walk.abi3.so)" >&2
+  (cd "$root" && "$PYTHON" setup.py --quiet build_ext --inplace >&2) \
+    || echo "package_infra.sh: warning: indexer/_walk.c did not build; packaging without the C walk" >&2
+fi
+
 # 3. serverless package, its one AWS call answered by moto's proxy on loopback.
 # Built in a scratch copy of the service that holds only what the package reads. Serverless
 # always builds into <service>/.serverless, so each run gets its own (packages for several

@@ -338,12 +338,32 @@ def test_arn_parameters_take_one_domain_or_collection_and_no_wildcard(packaged: 
         assert not collection.fullmatch(wrong), wrong
 
 
+#: The conversion walk in C, built by `make install` and by scripts/package_infra.sh.
+C_WALK = ROOT / "indexer" / "_walk.abi3.so"
+#: manylinux2014, what the layer's wheels are built for: the newest glibc the C walk may need.
+NEWEST_GLIBC = (2, 17)
+
+
+def test_the_shipped_c_walk_needs_no_newer_glibc_than_the_layers_wheels(packaged: Packaged, tmp_path: Path) -> None:
+    """Built on this machine, it must load on Amazon Linux (the stable ABI covers python3.12;
+    the glibc symbol versions it links to must not be newer than the wheels' platform)."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("no objdump (binutils) to read the symbol versions")
+    with _zip("dynamodb-es-indexer.zip") as shipped:
+        shipped.extract("indexer/_walk.abi3.so", tmp_path)
+    symbols = subprocess.run([objdump, "-T", str(tmp_path / "indexer" / "_walk.abi3.so")],
+                             capture_output=True, text=True, check=True).stdout
+    needed = {tuple(int(part) for part in version.split(".")) for version in re.findall(r"GLIBC_([0-9.]+)", symbols)}
+    assert needed and max(needed) <= NEWEST_GLIBC, sorted(needed)
+
+
 def test_function_package_holds_the_lambda_core_and_the_sample_app_only(packaged: Packaged) -> None:
     """The zip ships what the deployed functions run: the core and the S3 sample handlers, not
     local sync (an emulator of the event source mapping, which imports fcntl) nor the CLIs."""
     core = [p for p in (ROOT / "indexer").glob("*.py") if p.name not in ("__main__.py", "cliutil.py")]
     sample = list((ROOT / "indexer" / "sampleapp").glob("*.py"))
-    code = {p.relative_to(ROOT).as_posix(): p.read_bytes() for p in core + sample}
+    code = {p.relative_to(ROOT).as_posix(): p.read_bytes() for p in [*core, C_WALK, *sample]}
     with _zip("dynamodb-es-indexer.zip") as shipped:
         assert sorted(shipped.namelist()) == sorted(code)
         for name, text in code.items():
@@ -356,6 +376,9 @@ def _imported_files(*modules: str) -> set[str]:
     """The project's files the modules import, transitively: every ``import`` anywhere in them
     (lazy ones inside functions too), and the packages they are in."""
     def file_of(module: str) -> Path | None:
+        stem = ROOT / module.replace(".", "/")
+        if stem.with_suffix(".abi3.so") == C_WALK:
+            return C_WALK if C_WALK.is_file() else None
         for path in (ROOT / (module.replace(".", "/") + ".py"), ROOT / module.replace(".", "/") / "__init__.py"):
             if path.is_file():
                 return path
@@ -369,6 +392,8 @@ def _imported_files(*modules: str) -> set[str]:
         if path is None or path in seen:
             continue
         seen.add(path)
+        if path == C_WALK:
+            continue
         parts = module.split(".")
         todo += [".".join(parts[:n]) for n in range(1, len(parts))]
         package = parts if path.name == "__init__.py" else parts[:-1]
@@ -553,11 +578,12 @@ def test_shipped_zips_run_both_handlers_on_python_312(packaged: Packaged, tmp_pa
         "import json, sys\n"
         f"sys.path[:0] = [{str(tmp_path / 'task')!r}, {str(tmp_path / 'opt' / 'python')!r}]\n"
         "import orjson, elasticsearch, structlog, tenacity\n"
-        "from indexer import handler\n"
+        "from indexer import convert, handler\n"
         "from indexer.sampleapp import s3assets\n"
         "print(json.dumps({'indexer': handler.handler({'Records': []}, None),\n"
         "                  'created': s3assets.created({'Records': []}),\n"
-        "                  'orjson': orjson.__file__}))\n"
+        "                  'orjson': orjson.__file__, 'walk': convert._native.__file__,\n"
+        "                  'converted': convert.item({'n': {'N': '1.5'}, 'b': {'BS': ['AQ==', 'AA==']}})}))\n"
     )
     env = {"PATH": os.environ["PATH"], "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
            "ELASTICSEARCH_URL": "http://127.0.0.1:9", "TABLE_NAME": "assets", "LOG_LEVEL": "WARNING"}
@@ -567,6 +593,8 @@ def test_shipped_zips_run_both_handlers_on_python_312(packaged: Packaged, tmp_pa
     assert result["indexer"] == {"batchItemFailures": []}
     assert result["created"] == {"written": 0, "deleted": 0, "skipped": 0}
     assert result["orjson"].startswith(str(tmp_path / "opt"))
+    assert result["walk"] == str(tmp_path / "task" / "indexer" / "_walk.abi3.so")  # the C walk loads on 3.12
+    assert result["converted"] == {"n": 1.5, "b": ["AA==", "AQ=="]}
 
 
 def test_shipped_rebuild_zips_import_their_handlers_on_python_312(packaged: Packaged, tmp_path: Path) -> None:
