@@ -181,6 +181,21 @@ def add_es_flag(built: argparse.ArgumentParser) -> None:
                        help=f"use this running Elasticsearch (default: start the local instance {INSTANCE!r})")
 
 
+def add_walk_flag(built: argparse.ArgumentParser) -> None:
+    built.add_argument("--python-walk", action="store_true",
+                       help="convert images with the Python walk, not the C one (indexer/_walk.c): "
+                            "the figure before it, or where it is not built")
+
+
+def use_walk(args: argparse.Namespace) -> str:
+    """Applies ``--python-walk``; the walk the run measures ("c" or "python")."""
+    from indexer import convert
+
+    if args.python_walk:
+        convert._native = None
+    return "python" if convert._native is None else "c"
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:

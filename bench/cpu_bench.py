@@ -47,7 +47,9 @@ def main() -> int:
     parser = common.parser(__doc__)
     parser.add_argument("--runs", type=common.positive, default=30, help="batches per workload (default: 30)")
     parser.add_argument("--profile", metavar="FILE", help="also profile each workload with pyinstrument: FILE, FILE.hot")
+    common.add_walk_flag(parser)
     args = parser.parse_args()
+    walk = common.use_walk(args)
 
     from indexer.apply import Deadline
     from indexer.batch import Pipeline
@@ -87,11 +89,11 @@ def main() -> int:
         hot_next = iter([handler_bench.hot_batch(k) for k in range(10_000, 10_010)])
         common.profile(cold, 10, args.profile)
         common.profile(hot, 10, args.profile + ".hot")
-    figures = {"benchmark": "cpu", "runs": args.runs,
+    figures = {"benchmark": "cpu", "runs": args.runs, "walk": walk,
                "cold_cpu_ms": round(common.median(results["cold"]) * 1000, 2),
                "hot_cpu_ms": round(common.median(results["hot"]) * 1000, 2),
                "noise": {name: common.spread(values) for name, values in results.items()}}
-    print(f"CPU per 1,000-record batch, medians of {args.runs}: cold {figures['cold_cpu_ms']} ms "
+    print(f"CPU per 1,000-record batch ({walk.upper()} walk), medians of {args.runs}: cold {figures['cold_cpu_ms']} ms "
           f"{figures['noise']['cold']}, hot keys {figures['hot_cpu_ms']} ms {figures['noise']['hot']}")
     common.write_json(args.json, figures)
     return 0

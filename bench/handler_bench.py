@@ -216,7 +216,9 @@ def main() -> int:
     parser.add_argument("--profile", metavar="FILE",
                         help="also profile three handler runs of each workload with pyinstrument and write the "
                              "reports to FILE (cold) and FILE.hot")
+    common.add_walk_flag(parser)
     args = parser.parse_args()
+    walk = common.use_walk(args)
 
     from elasticsearch import Elasticsearch, helpers
     from moto import mock_aws
@@ -411,7 +413,7 @@ def main() -> int:
     hot_figures.update(goal=f"<= {HOT_GOAL}x bulk", goal_ratio=HOT_GOAL, met=hot_figures["ratio_bulk"] <= HOT_GOAL,
                        records=HOT_RECORDS, items=HOT_ITEMS)
     figures = {
-        "benchmark": "handler", "runs": args.runs,
+        "benchmark": "handler", "runs": args.runs, "walk": walk,
         # The cold batch's figures also at the top level, as earlier runs recorded them.
         "ours_ms": cold_figures["median_ms"]["ours"], "ceiling_ms": cold_figures["median_ms"]["bulk"],
         "mget_ceiling_ms": cold_figures["median_ms"]["mget_bulk"], "ratio": cold_figures["ratio_bulk"],
@@ -424,7 +426,7 @@ def main() -> int:
               "hand_written": "hand-written (TypeDeserializer + bulk of every record)"}
     for workload, f, goal_side in (("cold batch: 1,000 records of 1,000 items", cold_figures, "mget_bulk"),
                                    ("hot keys: 1,000 records of 100 items, warm container", hot_figures, "bulk")):
-        print(f"\n{workload}; medians of {args.runs} interleaved runs:")
+        print(f"\n{workload}; medians of {args.runs} interleaved runs; the {walk.upper()} walk converts:")
         for name in ("bulk", "mget_bulk", "hand_written"):
             print(f"  {labels[name]:<56} {f['median_ms'][name]:7.1f} ms  {f['noise'][name]}")
         print(f"  {'handler':<56} {f['median_ms']['ours']:7.1f} ms  {f['noise']['ours']}")

@@ -333,7 +333,52 @@ static PyObject *py_walk(PyObject *module, PyObject *args) {
     return walk_value(value, slow, 0);
 }
 
+/* Whether no map key at any depth holds a dot (0: one does, or the walk cannot tell). */
+static int undotted(PyObject *value, int depth) {
+    if (depth >= MAX_DEPTH) return 0;
+    if (PyDict_CheckExact(value)) {
+        Py_ssize_t position = 0;
+        PyObject *name, *item;
+        while (PyDict_Next(value, &position, &name, &item)) {
+            if (!PyUnicode_CheckExact(name)) return 0;
+            Py_ssize_t found = PyUnicode_FindChar(name, '.', 0, PY_SSIZE_T_MAX, 1);
+            if (found != -1) { /* a dot, or -2: an error */
+                if (found == -2) PyErr_Clear();
+                return 0;
+            }
+            if ((PyDict_CheckExact(item) || PyList_CheckExact(item)) && !undotted(item, depth + 1)) return 0;
+        }
+        return 1;
+    }
+    Py_ssize_t size = PyList_Size(value);
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *item = PyList_GetItem(value, i);
+        if ((PyDict_CheckExact(item) || PyList_CheckExact(item)) && !undotted(item, depth + 1)) return 0;
+    }
+    return 1;
+}
+
+static PyObject *py_ordinary_names(PyObject *module, PyObject *args) {
+    PyObject *document, *reserved;
+    if (!PyArg_ParseTuple(args, "O!U:ordinary_names", &PyDict_Type, &document, &reserved)) return NULL;
+    Py_ssize_t position = 0;
+    PyObject *name, *item;
+    while (PyDict_Next(document, &position, &name, &item)) {
+        if (!PyUnicode_CheckExact(name)) Py_RETURN_FALSE;
+        Py_ssize_t starts = PyUnicode_Tailmatch(name, reserved, 0, PY_SSIZE_T_MAX, -1);
+        if (starts != 0) {
+            if (starts < 0) PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+    }
+    if (undotted(document, 0)) Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
+    {"ordinary_names", py_ordinary_names, METH_VARARGS,
+     "ordinary_names(document, reserved) -> True when no top-level name starts with reserved and no\n"
+     "name at any depth (maps, also inside lists) holds a dot; False when one does or it cannot tell."},
     {"item", py_item, METH_VARARGS,
      "item(image, slow) -> {name: walk(value, slow)} for a dict of AttributeValues."},
     {"walk", py_walk, METH_VARARGS,

@@ -225,7 +225,10 @@ def name_problem(document: dict[str, Any]) -> str | None:
     Elasticsearch reads ``"a.b": 1`` as ``{"a": {"b": 1}}``. So ``"_ddb.deleted": true`` would
     write the tombstone flag and hide a live item behind the alias, and ``"a.b"`` beside a map
     ``a`` holding ``b`` are two values for one field. Only documents with a dotted name pay for
-    more than one look at each name."""
+    more than one look at each name. The C walk, when built, vouches for the common document
+    (no dot anywhere, no name starting with the reserved one) in one pass."""
+    if convert._native is not None and convert._native.ordinary_names(document, RESERVED_FIELD):
+        return None
     width = len(RESERVED_FIELD)
     for name in document:
         if name.startswith(RESERVED_FIELD) and (len(name) == width or name[width] == "."):

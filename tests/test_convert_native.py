@@ -194,3 +194,27 @@ def test_the_c_walk_keeps_reference_counts_and_frees_what_it_builds():
         tracemalloc.stop()
     # A leak of even one object per conversion would be 22,000 objects (over 1 MB) here.
     assert last - first < 100_000
+
+
+# --- the names check: the C walk vouches only for documents the Python check passes ---------
+
+names = st.one_of(st.text(alphabet="ab._d", max_size=6), st.sampled_from(["_ddb", "_ddb.seq", "_ddbx", "a.b", "\ud800."]))
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=3)),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(names, children, max_size=3)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(names, json_values, max_size=5))
+@example({"a": [{"x.y": 1}]})  # a dotted name inside a list's map
+@example({"_ddbx": 1})  # starts with the reserved name: left to the Python check (which passes it)
+def test_ordinary_names_is_true_exactly_for_documents_without_dots_or_the_reserved_prefix(document):
+    from indexer.records import RESERVED_FIELD, _has_dotted_name, name_problem
+
+    expected = not any(name.startswith(RESERVED_FIELD) for name in document) and not _has_dotted_name(document)
+    assert native.ordinary_names(document, RESERVED_FIELD) is expected
+    with walk_in_python():
+        python_says = name_problem(document)
+    assert name_problem(document) == python_says
