@@ -80,8 +80,13 @@ fi
 # (tests/test_infra.py checks against manylinux2014's 2.17). Without a C compiler the package
 # ships without it and the functions run the same walk in Python.
 if [[ ! -f "$root/indexer/_walk.abi3.so" || "$root/indexer/_walk.c" -nt "$root/indexer/_walk.abi3.so" ]]; then
-  echo "== build the C walk (indexer/_walk.abi3.so)" >&2
-  (cd "$root" && "$PYTHON" setup.py --quiet build_ext --inplace >&2) \
+  echo "== cc indexer/_walk.c -> indexer/_walk.abi3.so" >&2
+  # The compiler directly, as setup.py's build would call it: the Python here may carry an old
+  # setuptools, and the build needs nothing else (the stable ABI's macro is set in the file).
+  include="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  "${CC:-cc}" -shared -fPIC -O3 -fwrapv -DNDEBUG -Wall -Werror -I"$include" \
+    "$root/indexer/_walk.c" -o "$root/indexer/_walk.abi3.so.$$" \
+    && mv "$root/indexer/_walk.abi3.so.$$" "$root/indexer/_walk.abi3.so" \
     || echo "package_infra.sh: warning: indexer/_walk.c did not build; packaging without the C walk" >&2
 fi
 
