@@ -321,13 +321,13 @@ static PyObject *walk_value(PyObject *value, PyObject *slow, int depth) {
     return walk_tagged(value, slow, depth + 1);
 }
 
-static PyObject *py_item(PyObject *module, PyObject *args) {
+static PyObject *py_item(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *image, *slow;
     if (!PyArg_ParseTuple(args, "O!O:item", &PyDict_Type, &image, &slow)) return NULL;
     return walk_map(image, slow, 0);
 }
 
-static PyObject *py_walk(PyObject *module, PyObject *args) {
+static PyObject *py_walk(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *value, *slow;
     if (!PyArg_ParseTuple(args, "OO:walk", &value, &slow)) return NULL;
     return walk_value(value, slow, 0);
@@ -358,7 +358,7 @@ static int undotted(PyObject *value, int depth) {
     return 1;
 }
 
-static PyObject *py_ordinary_names(PyObject *module, PyObject *args) {
+static PyObject *py_ordinary_names(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *document, *reserved;
     if (!PyArg_ParseTuple(args, "O!U:ordinary_names", &PyDict_Type, &document, &reserved)) return NULL;
     Py_ssize_t position = 0;
@@ -375,7 +375,104 @@ static PyObject *py_ordinary_names(PyObject *module, PyObject *args) {
     Py_RETURN_FALSE;
 }
 
+/* --- records.head_of's common record -------------------------------------------------------- */
+
+/* Longest SequenceNumber (records.SEQUENCE_WIDTH) and document id (ids.MAX_ID_BYTES). */
+#define SEQUENCE_WIDTH 40
+#define MAX_ID_BYTES 512
+/* records.MAX_EPOCH_SECONDS: a creation time beyond it is forged. */
+#define MAX_EPOCH_SECONDS 1e11
+
+/* The record's key names, interned once (module init). */
+static PyObject *EVENT_SOURCE, *EVENT_NAME, *DYNAMODB, *SEQUENCE_NUMBER, *KEYS, *NEW_IMAGE, *CREATED, *S_TAG;
+
+/* The item (borrowed) under key, or NULL: absent (no error set) or an error (set). */
+static PyObject *item_of(PyObject *dict, PyObject *key) {
+    return PyDict_GetItemWithError(dict, key);
+}
+
+static int text_equals(PyObject *text, const char *expected) {
+    if (!PyUnicode_CheckExact(text)) return 0;
+    Py_ssize_t size;
+    const char *data = ascii_text(text, 16, &size);
+    return data != NULL && (size_t)size == strlen(expected) && memcmp(data, expected, (size_t)size) == 0;
+}
+
+/* The id of a one-string key with nothing to escape (ids.document_id's first branch), or NULL. */
+static PyObject *plain_id(PyObject *keys) {
+    if (!PyDict_CheckExact(keys) || PyDict_Size(keys) != 1) return NULL;
+    Py_ssize_t position = 0;
+    PyObject *name, *value;
+    PyDict_Next(keys, &position, &name, &value);
+    if (!PyDict_CheckExact(value) || PyDict_Size(value) != 1) return NULL;
+    PyObject *text = item_of(value, S_TAG);
+    if (text == NULL || !PyUnicode_CheckExact(text)) return NULL;
+    Py_ssize_t size;
+    const char *data = ascii_text(text, MAX_ID_BYTES, &size);
+    if (data == NULL || size == 0) return NULL;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (data[i] == '\\' || data[i] == '|' || data[i] == '#') return NULL;
+    }
+    return Py_NewRef(text);
+}
+
+/* records._time_ms: the creation time in ms, Py_None when absent or not a time; NULL on error. */
+static PyObject *time_ms(PyObject *stream) {
+    PyObject *seconds = item_of(stream, CREATED);
+    if (seconds == NULL && PyErr_Occurred()) return NULL;
+    if (seconds != NULL && PyFloat_CheckExact(seconds)) {
+        double value = PyFloat_AsDouble(seconds);
+        if (value >= 0 && value < MAX_EPOCH_SECONDS) return PyLong_FromDouble(value * 1000);
+    } else if (seconds != NULL && PyLong_CheckExact(seconds)) {
+        int overflow = 0;
+        long long value = PyLong_AsLongLongAndOverflow(seconds, &overflow);
+        if (value == -1 && PyErr_Occurred()) return NULL;
+        if (!overflow && value >= 0 && value < (long long)MAX_EPOCH_SECONDS) return PyLong_FromLongLong(value * 1000);
+    }
+    return Py_NewRef(Py_None);
+}
+
+/* head(record) -> (doc_id, sequence, delete, image, at, fresh) for a well-formed record whose
+   key is one plain string, or None: records.head_of then reads the record itself (and refuses
+   it, or takes the longer way to the same head). */
+static PyObject *py_head(PyObject *Py_UNUSED(module), PyObject *record) {
+    if (!PyDict_CheckExact(record)) Py_RETURN_NONE;
+    PyObject *source = item_of(record, EVENT_SOURCE);
+    PyObject *event = item_of(record, EVENT_NAME);
+    PyObject *stream = item_of(record, DYNAMODB);
+    if (PyErr_Occurred()) return NULL;
+    if (source != NULL && !text_equals(source, "aws:dynamodb")) Py_RETURN_NONE;
+    if (event == NULL || stream == NULL || !PyDict_CheckExact(stream)) Py_RETURN_NONE;
+    int remove = text_equals(event, "REMOVE"), insert = text_equals(event, "INSERT");
+    if (!remove && !insert && !text_equals(event, "MODIFY")) Py_RETURN_NONE;
+    PyObject *sequence_text = item_of(stream, SEQUENCE_NUMBER);
+    PyObject *keys = item_of(stream, KEYS);
+    PyObject *image = remove ? Py_None : item_of(stream, NEW_IMAGE);
+    if (PyErr_Occurred()) return NULL;
+    if (sequence_text == NULL || !PyUnicode_CheckExact(sequence_text) || keys == NULL) Py_RETURN_NONE;
+    if (image == NULL || (image == Py_None && !remove)) Py_RETURN_NONE;
+    Py_ssize_t size;
+    const char *digits = ascii_text(sequence_text, SEQUENCE_WIDTH, &size);
+    if (digits == NULL || !all_digits(digits, size)) Py_RETURN_NONE;
+    PyObject *doc_id = plain_id(keys);
+    if (doc_id == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *sequence = PyLong_FromString(digits, NULL, 10);
+    PyObject *at = sequence == NULL ? NULL : time_ms(stream);
+    PyObject *result = at == NULL ? NULL : Py_BuildValue("(OOOOOO)", doc_id, sequence, remove ? Py_True : Py_False,
+                                                         image, at, insert ? Py_True : Py_False);
+    Py_DECREF(doc_id);
+    Py_XDECREF(sequence);
+    Py_XDECREF(at);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"head", py_head, METH_O,
+     "head(record) -> (doc_id, sequence, delete, image, at, fresh) of a well-formed record with a\n"
+     "plain one-string key, or None when records.head_of must read it itself."},
     {"ordinary_names", py_ordinary_names, METH_VARARGS,
      "ordinary_names(document, reserved) -> True when no top-level name starts with reserved and no\n"
      "name at any depth (maps, also inside lists) holds a dot; False when one does or it cannot tell."},
@@ -388,6 +485,15 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "indexer._walk", "The common cases of indexer.convert's walk, in C.", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__walk(void) {
+    PyObject **names[] = {&EVENT_SOURCE, &EVENT_NAME, &DYNAMODB, &SEQUENCE_NUMBER, &KEYS, &NEW_IMAGE, &CREATED, &S_TAG};
+    const char *texts[] = {"eventSource", "eventName", "dynamodb", "SequenceNumber", "Keys", "NewImage",
+                           "ApproximateCreationDateTime", "S"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (*names[i] == NULL && (*names[i] = PyUnicode_InternFromString(texts[i])) == NULL) return NULL;
+    }
+    return PyModule_Create(&module);
+}

@@ -150,7 +150,15 @@ class Head:
 
 def head_of(record: Any, position: int, default_alias: str | None = None) -> Head:
     """The record's document and sequence; raises :class:`RecordError` when its envelope is
-    unusable (anything but the content of its NewImage, which :func:`change_from` converts)."""
+    unusable (anything but the content of its NewImage, which :func:`change_from` converts).
+
+    With an alias configured, the C walk reads the common record (a plain one-string key) in one
+    call; for any other record it answers None and the checks below decide, as they define."""
+    if default_alias and convert._native is not None:
+        quick = convert._native.head(record)
+        if quick is not None:
+            doc_id, sequence, delete, image, at, fresh = quick
+            return Head(default_alias, doc_id, sequence, position, delete, image, at, fresh)
     if type(record) is not dict:
         raise malformed(f"a record must be an object, got {type(record).__name__}")
     source_name = record.get("eventSource", "aws:dynamodb")

@@ -103,6 +103,8 @@ any_values = st.recursive(
 @example({"N": "1234567890123456789"})  # 19: handed to Python
 @example({"NS": ["2", "1.5", "-3"]})
 @example({"BS": ["AQ==", "AA==", ""]})
+@example({"B": base64.b64encode(bytes(range(256)) * 4).decode()})  # past the C walk's stack buffer
+@example({"BS": [base64.b64encode(bytes(range(200))).decode(), base64.b64encode(bytes(191)).decode()]})
 @example({"SS": ["b", "a", "é", "B"]})
 def test_the_c_walk_does_what_the_python_walk_does(value):
     assert outcome(c_walk, value) == outcome(python_walk, value)
@@ -218,3 +220,70 @@ def test_ordinary_names_is_true_exactly_for_documents_without_dots_or_the_reserv
     with walk_in_python():
         python_says = name_problem(document)
     assert name_problem(document) == python_says
+
+
+# --- a record's head: the C walk's answer is the Python checks' ---------------------------------
+
+from test_records import _records  # noqa: E402
+
+
+def head_or_error(record: Any, alias: str | None) -> Any:
+    from indexer.records import RecordError, head_of
+
+    try:
+        return head_of(record, 3, alias)
+    except RecordError as error:
+        return error.kind, error.message
+
+
+@settings(max_examples=2000, deadline=None)
+@given(record=_records(), alias=st.sampled_from(["things", None]))
+def test_a_record_has_the_same_head_or_error_with_the_c_walk(record, alias):
+    with walk_in_python():
+        expected = head_or_error(record, alias)
+    assert head_or_error(record, alias) == expected
+
+
+@st.composite
+def well_formed_records(draw: st.DrawFn) -> dict[str, Any]:
+    """Records the C walk takes (most of a real batch), with times of every kind."""
+    event = draw(st.sampled_from(["INSERT", "MODIFY", "REMOVE"]))
+    stream: dict[str, Any] = {"SequenceNumber": draw(st.from_regex(r"[0-9]{1,40}", fullmatch=True)),
+                              "Keys": {draw(st.text(max_size=3)): {"S": draw(st.text(min_size=1, max_size=12))}}}
+    if event != "REMOVE" or draw(st.booleans()):
+        stream["NewImage"] = {"pk": {"S": "a"}}
+    if draw(st.integers(0, 3)):
+        stream["ApproximateCreationDateTime"] = draw(st.one_of(
+            st.floats(0, 1e11), st.integers(0, 10**11), st.floats(), st.integers(), st.booleans()))
+    record = {"eventName": event, "dynamodb": stream}
+    if draw(st.booleans()):
+        record["eventSource"] = "aws:dynamodb"
+    return record
+
+
+@settings(max_examples=1000, deadline=None)
+@given(well_formed_records())
+@example({"eventName": "MODIFY", "dynamodb": {"SequenceNumber": "1", "Keys": {"pk": {"S": "a"}}, "NewImage": {},
+                                              "ApproximateCreationDateTime": 1700000000.123}})
+@example({"eventName": "REMOVE", "dynamodb": {"SequenceNumber": "0" * 40, "Keys": {"pk": {"S": "a"}},
+                                              "ApproximateCreationDateTime": 99_999_999_999}})
+def test_a_well_formed_record_has_the_same_head_with_the_c_walk(record):
+    with walk_in_python():
+        expected = head_or_error(record, "things")
+    assert head_or_error(record, "things") == expected
+
+
+def test_the_c_walk_reads_the_common_record_and_leaves_the_rest():
+    from stream_events import sample_event
+
+    for record in sample_event("lambda_event_moto.json")["Records"]:
+        keys = record["dynamodb"]["Keys"]
+        plain = len(keys) == 1 and "S" in next(iter(keys.values()))
+        assert (native.head(record) is not None) == plain
+    record = {"eventName": "MODIFY", "dynamodb": {"SequenceNumber": "4421584500000000017450439091",
+              "Keys": {"pk": {"S": "a"}}, "NewImage": {"pk": {"S": "a"}}, "ApproximateCreationDateTime": 1700000000.5}}
+    assert native.head(record) == ("a", 4421584500000000017450439091, False, {"pk": {"S": "a"}}, 1700000000500, False)
+    for odd in ({**record, "eventSource": "aws:kinesis"}, {**record, "eventName": "DELETE"},
+                {**record, "dynamodb": {**record["dynamodb"], "Keys": {"pk": {"S": "a|b"}}}},
+                {**record, "dynamodb": {**record["dynamodb"], "SequenceNumber": "1" * 41}}):
+        assert native.head(odd) is None
