@@ -8,6 +8,7 @@ Sections:
 from __future__ import annotations
 
 import os
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -225,8 +226,25 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
+    # In-process moto answers on the caller's thread and is not thread-safe: an UpdateItem on
+    # the writer thread of tests/tables.py changed an item's attributes while a BatchGetItem on
+    # the live-sync thread iterated them ("dictionary changed size during iteration", seen once
+    # in CI; it killed that thread). DynamoDB answers each request atomically; so does this.
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    answer = BotocoreStubber.__call__
+
+    def one_request_at_a_time(self: BotocoreStubber, event_name: str, request: Any, **kwargs: Any) -> Any:
+        with _MOTO_REQUESTS:
+            return answer(self, event_name, request, **kwargs)
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", one_request_at_a_time)
     with mock_aws():
         yield
+
+
+#: One in-process moto request at a time, across threads (see the ``aws`` fixture).
+_MOTO_REQUESTS = threading.RLock()
 
 
 @dataclass

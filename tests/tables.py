@@ -120,7 +120,20 @@ def live_writes(table: str, seed: int, keys: int) -> Iterator["StreamFollower"]:
                 dynamodb.update_item(TableName=table, Key=key, UpdateExpression="SET w = :w",
                                      ExpressionAttributeValues={":w": {"S": f"s{seed}"}})
 
-    threads = [threading.Thread(target=writer), threading.Thread(target=follower.run)]
+    crashed: list[BaseException] = []
+
+    def recording(target: Any) -> Any:
+        """``target``, with what it raised kept: a dead writer or follower thread would only
+        warn, and the records it had taken from the stream would be lost to the test."""
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                crashed.append(exc)
+                raise
+        return run
+
+    threads = [threading.Thread(target=recording(writer)), threading.Thread(target=recording(follower.run))]
     for thread in threads:
         thread.start()
     try:
@@ -130,4 +143,6 @@ def live_writes(table: str, seed: int, keys: int) -> Iterator["StreamFollower"]:
         follower.stop.set()
         for thread in threads:
             thread.join()
+    if crashed:
+        raise AssertionError(f"a live-writes thread died: {crashed[0]!r}") from crashed[0]
     follower.drain()
